@@ -1,0 +1,35 @@
+"""featurestore: frozen-encoder embeddings in Parquet, indexed by a DuckDB catalog.
+
+>>> import featurestore
+>>> store = featurestore.open("./store")
+>>> store.write("my_vectors", table, key="id", spec={"encoder": "external:my-model"})
+>>> store.sql("select id from my_vectors limit 5").df()
+
+Importing this package never imports torch: encoders load their libraries when they are built.
+"""
+
+from ._featureset import FeatureSet
+from ._sql import Result
+from ._store import Store, open
+from ._writer import Writer
+from .errors import (
+    CorruptStoreError,
+    EncoderNotAvailableError,
+    FeatureSetNotFoundError,
+    FeatureStoreError,
+    InvalidNameError,
+    LockTimeoutError,
+    ReadOnlyQueryError,
+    SpecMismatchError,
+    UnknownEncoderError,
+    ValidationError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "open", "Store", "FeatureSet", "Writer", "Result",
+    "FeatureStoreError", "FeatureSetNotFoundError", "ValidationError", "SpecMismatchError", "InvalidNameError",
+    "LockTimeoutError", "ReadOnlyQueryError", "UnknownEncoderError", "EncoderNotAvailableError", "CorruptStoreError",
+    "__version__",
+]

@@ -1,0 +1,147 @@
+"""Consistency checks: files against manifests, leftovers of crashed writers, and the catalog index."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.parquet as pq
+
+from ._catalog import CATALOG, SCHEMA_FILE, STALE_MARKER, errors_view, version_view
+from ._lock import FileLock
+from ._manifest import MANIFEST, file_crc32, read_manifest
+from .errors import LockTimeoutError
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+
+@dataclass
+class Finding:
+    kind: str  # missing-file | size | checksum | row-count | leftover | catalog
+    path: str
+    detail: str
+    repaired: bool = False
+
+
+@dataclass
+class DoctorReport:
+    sets_checked: int = 0
+    partitions_checked: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is wrong, or everything found was repaired."""
+        return all(f.repaired for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "sets_checked": self.sets_checked, "partitions_checked": self.partitions_checked,
+                "findings": [asdict(f) for f in self.findings]}
+
+
+def doctor(store: "Store", *, rebuild: bool = False, clean: bool = False, lock_timeout: float = 2.0) -> DoctorReport:
+    """Check every committed partition (exists, size, CRC32, row count), list leftovers, check the catalog.
+
+    ``clean`` removes leftovers under each feature set's write lock (so a live writer's temporary files are never
+    touched); ``rebuild`` rewrites ``catalog.duckdb`` from the manifests.
+    """
+    report = DoctorReport()
+    sets_dir = store.root / "sets"
+    for set_dir in sorted(p for p in sets_dir.iterdir() if p.is_dir()) if sets_dir.is_dir() else []:
+        report.sets_checked += 1
+        leftovers: list[Path] = []
+        for vdir in sorted(p for p in set_dir.iterdir() if p.is_dir()):
+            if not (vdir / MANIFEST).is_file():
+                leftovers.append(vdir)
+                continue
+            m = read_manifest(vdir)
+            for p in [*m.partitions, *m.errors]:
+                report.partitions_checked += 1
+                _check_partition(vdir / p.file, p, report)
+            if m.partitions and not (vdir / SCHEMA_FILE).is_file():
+                report.findings.append(Finding("missing-file", str(vdir / SCHEMA_FILE), "schema file missing"))
+            known = {p.file for p in m.partitions} | {p.file for p in m.errors} | {SCHEMA_FILE, MANIFEST}
+            leftovers += [f for f in sorted(vdir.iterdir())
+                          if f.name not in known and (f.name.startswith(".tmp-") or f.suffix == ".parquet")]
+        if leftovers:
+            repaired = False
+            if clean:
+                try:
+                    with FileLock(set_dir / ".lock", timeout=lock_timeout):
+                        for f in leftovers:
+                            shutil.rmtree(f) if f.is_dir() else f.unlink(missing_ok=True)
+                    repaired = True
+                except LockTimeoutError:
+                    pass
+            for f in leftovers:
+                detail = "uncommitted file of a crashed or running writer"
+                if clean and not repaired:
+                    detail += " (not removed: a writer holds the lock)"
+                report.findings.append(Finding("leftover", str(f), detail, repaired=repaired))
+    _check_catalog(store, report, rebuild)
+    return report
+
+
+def _check_partition(path: Path, p: Any, report: DoctorReport) -> None:
+    if not path.is_file():
+        report.findings.append(Finding("missing-file", str(path), "listed in the manifest but missing"))
+        return
+    size = path.stat().st_size
+    if size != p.bytes:
+        report.findings.append(Finding("size", str(path), f"{size} bytes on disk, manifest says {p.bytes}"))
+        return
+    crc = file_crc32(path)
+    if crc != p.crc32:
+        report.findings.append(Finding("checksum", str(path), f"CRC32 {crc:#010x} on disk, manifest says {p.crc32:#010x}"))
+        return
+    rows = pq.ParquetFile(path).metadata.num_rows
+    if rows != p.rows:
+        report.findings.append(Finding("row-count", str(path), f"{rows} rows on disk, manifest says {p.rows}"))
+
+
+def _check_catalog(store: "Store", report: DoctorReport, rebuild: bool) -> None:
+    problem = _catalog_problem(store)
+    if problem is None:
+        return
+    repaired = bool(rebuild and store.rebuild_catalog())
+    report.findings.append(Finding("catalog", str(store.root / CATALOG), problem, repaired=repaired))
+
+
+def _catalog_problem(store: "Store") -> str | None:
+    import duckdb
+
+    path = store.root / CATALOG
+    if not path.is_file():
+        return "catalog missing (rebuild with --rebuild)"
+    if (store.root / STALE_MARKER).exists():
+        return "catalog marked stale: a writer could not update it"
+    entries = store._entries()
+    want = {m.name for _, m, latest in entries if latest} | {version_view(m.name, m.version) for _, m, _ in entries}
+    want |= {errors_view(m.name) for _, m, _ in entries if m.errors}
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        return f"catalog cannot be opened: {exc}"
+    try:
+        have = {r[0] for r in con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal AND schema_name = 'main'").fetchall()}
+        root = con.execute("SELECT root FROM catalog_meta").fetchone()[0]
+        # A view lists its files: compare each with what the manifests say now.
+        sql = dict(con.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall())
+    except duckdb.Error as exc:
+        return f"catalog unreadable: {exc}"
+    finally:
+        con.close()
+    if root != str(store.root):
+        return f"catalog points at {root}, the store is at {store.root}"
+    if have != want:
+        missing, extra = sorted(want - have), sorted(have - want)
+        return f"catalog views differ from the manifests (missing {missing}, unexpected {extra})"
+    for vdir, m, _ in entries:
+        text = sql.get(version_view(m.name, m.version), "")
+        if any(p.file not in text for p in m.partitions):
+            return f"catalog view of {m.name!r} v{m.version} misses committed partitions"
+    return None

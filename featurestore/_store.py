@@ -1,0 +1,162 @@
+"""The store: a folder of feature sets (Parquet + manifests) with a DuckDB catalog over them."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._catalog import CATALOG, STALE_MARKER, reader_connection, write_catalog
+from ._doctor import DoctorReport, doctor as _doctor
+from ._featureset import FeatureSet
+from ._manifest import atomic_write_text, list_versions, now, read_manifest
+from ._names import validate_name
+from ._sql import Result, check_read_only
+from ._writer import Writer
+from .errors import FeatureSetNotFoundError, FeatureStoreError
+
+MARKER = "featurestore.json"
+FORMAT = 1
+
+
+def open(root: str | os.PathLike[str], *, create: bool = True) -> "Store":  # noqa: A001 - mirrors duckdb.connect/lancedb.connect
+    """Open the store at ``root``, creating an empty one if the folder is missing or empty (unless ``create=False``)."""
+    return Store(root, create=create)
+
+
+class Store:
+    """A feature store rooted at a folder. Readers never take locks; each feature set has one writer at a time."""
+
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.root = Path(root).expanduser().resolve()
+        marker = self.root / MARKER
+        if not marker.is_file():
+            if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
+                raise FeatureStoreError(
+                    f"{self.root} is not a feature store (no {MARKER}) and is not empty; refusing to write into it."
+                )
+            if not create:
+                raise FeatureStoreError(f"No feature store at {self.root}. Create one with `featurestore init {root}`.")
+            (self.root / "sets").mkdir(parents=True, exist_ok=True)
+            (self.root / "models").mkdir(exist_ok=True)
+            atomic_write_text(marker, json.dumps({"format": FORMAT, "created_at": now()}) + "\n")
+            self._write_catalog()
+        else:
+            fmt = json.loads(marker.read_text()).get("format")
+            if fmt != FORMAT:
+                raise FeatureStoreError(f"{self.root} has store format {fmt}; this featurestore reads format {FORMAT}.")
+
+    # -- reading -------------------------------------------------------------------------------------------------
+    @property
+    def catalog_path(self) -> Path:
+        return self.root / CATALOG
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    def names(self) -> list[str]:
+        """Feature sets that have at least one committed version."""
+        sets = self.root / "sets"
+        return sorted(p.name for p in sets.iterdir() if p.is_dir() and list_versions(p)) if sets.is_dir() else []
+
+    def versions(self, name: str) -> list[int]:
+        validate_name(name)
+        return list_versions(self.root / "sets" / name)
+
+    def get(self, name: str, version: int | None = None) -> FeatureSet:
+        """A feature set's latest version, or the given one."""
+        validate_name(name)
+        versions = list_versions(self.root / "sets" / name)
+        if not versions:
+            known = ", ".join(repr(n) for n in self.names()) or "none"
+            raise FeatureSetNotFoundError(f"No feature set named {name!r} in {self.root}. Known: {known}.")
+        v = versions[-1] if version is None else int(version)
+        if v not in versions:
+            raise FeatureSetNotFoundError(f"Feature set {name!r} has no version {v}. Versions: {versions}.")
+        vdir = self.root / "sets" / name / f"v{v}"
+        return FeatureSet(self.root, vdir, read_manifest(vdir), latest=(v == versions[-1]))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names()
+
+    def list(self) -> list[dict[str, Any]]:
+        """One dict per feature set (its latest version): name, version, versions, rows, dim, dtype, encoder, metric."""
+        out = []
+        for name in self.names():
+            fs = self.get(name)
+            m = fs.manifest
+            out.append({
+                "name": name, "version": m.version, "versions": self.versions(name), "rows": fs.count(),
+                "dim": m.dim, "dtype": m.dtype, "encoder": m.spec.get("encoder"), "metric": m.spec.get("metric"),
+                "key": m.key, "partitions": len(m.partitions), "errors": sum(p.rows for p in m.errors),
+                "created_at": m.created_at,
+            })
+        return out
+
+    def _entries(self) -> list[tuple[Path, Any, bool]]:
+        entries = []
+        for name in self.names():
+            versions = list_versions(self.root / "sets" / name)
+            for v in versions:
+                vdir = self.root / "sets" / name / f"v{v}"
+                entries.append((vdir, read_manifest(vdir), v == versions[-1]))
+        return entries
+
+    def sql(self, query: str, params: Mapping[str, Any] | Sequence[Any] | None = None, *, read_only: bool = True) -> Result:
+        """Run SQL over the feature sets' views (embedding as ``FLOAT[dim]``); returns a lazy :class:`Result`.
+
+        Read-only by default: only SELECT/EXPLAIN, and no file access outside the store. Each call builds its views
+        in a private in-memory DuckDB from the manifests, so queries never wait on (or block) a writer.
+        """
+        con = reader_connection(self.root, self._entries(), read_only=read_only)
+        if read_only:
+            check_read_only(con, query)
+        return Result(con.sql(query, params=params), con)
+
+    # -- writing -------------------------------------------------------------------------------------------------
+    def writer(self, name: str, *, key: str | Sequence[str] = "id", spec: Mapping[str, Any] | None = None,
+               version: int | str | None = None, provenance: Mapping[str, Any] | None = None,
+               run_id: str | None = None, lock_timeout: float = 60.0, embedding: str = "embedding",
+               run_info: Mapping[str, Any] | None = None) -> Writer:
+        """A context manager holding ``name``'s write lock; each ``append`` commits one partition.
+
+        ``version``: None appends to the latest version (a different spec is an error), "new" starts a version,
+        "auto" appends to the version with the same spec or starts one, an int names a version.
+        """
+        validate_name(name)
+        return Writer(self, name, key=key, spec=spec, version=version, provenance=provenance, run_id=run_id,
+                      lock_timeout=lock_timeout, embedding=embedding, run_info=run_info)
+
+    def write(self, name: str, data: Any, *, key: str | Sequence[str] = "id", spec: Mapping[str, Any] | None = None,
+              version: int | str | None = None, embedding: str = "embedding", lock_timeout: float = 60.0) -> dict[str, Any]:
+        """Append rows (Arrow, pandas, polars, or a dict with a 2-D numpy ``embedding``) as one committed partition.
+
+        Rows whose (key, content_hash) are already stored are skipped, so re-running a write is harmless. Without a
+        ``content_hash`` column, the hash of the vector itself is used. Returns the run record.
+        """
+        with self.writer(name, key=key, spec=spec, version=version, lock_timeout=lock_timeout,
+                         embedding=embedding) as w:
+            w.append(data)
+        return {"name": name, "version": w.manifest.version if w.manifest else None, **w.run}
+
+    # -- catalog -------------------------------------------------------------------------------------------------
+    def _write_catalog(self) -> bool:
+        return write_catalog(self.root, self._entries())
+
+    def rebuild_catalog(self) -> bool:
+        """Rewrite ``catalog.duckdb`` from the manifests (it is only an index of them)."""
+        return self._write_catalog()
+
+    def doctor(self, *, rebuild: bool = False, clean: bool = False) -> DoctorReport:
+        """Check files against manifests (exists, size, CRC32, rows), list leftovers, check the catalog; optionally repair."""
+        return _doctor(self, rebuild=rebuild, clean=clean)
+
+    @property
+    def catalog_stale(self) -> bool:
+        return (self.root / STALE_MARKER).exists()
+
+    def __repr__(self) -> str:
+        return f"featurestore.open({str(self.root)!r})"

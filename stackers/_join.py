@@ -1,0 +1,364 @@
+"""Join several stored feature sets and a labels table by key into one aligned TrainingSet.
+
+Alignment is the whole point: every block's row ``i`` must describe the same key as ``y[i]``, whatever order each
+feature set was written in. The join runs in DuckDB on (key, row number) tables; no Python loop over rows.
+Keys a feature set lacks are reported (count and examples), never dropped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from numbers import Integral
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from ._validation import Interval, StrOptions, validate_params
+
+__all__ = ["TrainingSet", "MissingKeysWarning", "join"]
+
+_ROW = "__stackers_row"
+_N_EXAMPLES = 5
+
+
+class MissingKeysWarning(UserWarning):
+    """Some label keys have no row in a feature set; they were dropped from the join."""
+
+
+@dataclass
+class TrainingSet:
+    """Aligned inputs for a stacker: one float32 block per feature set, plus labels, groups and table columns.
+
+    Row ``i`` of every block, of ``y``, ``groups``, ``columns`` and ``keys`` refers to the same key. Build one with
+    ``stackers.join`` or by hand (``TrainingSet(blocks={"a": Xa, "b": Xb}, y=y)``).
+    """
+
+    blocks: dict[str, np.ndarray]
+    y: np.ndarray | None = None
+    keys: pa.Table | None = None
+    groups: np.ndarray | None = None
+    columns: pd.DataFrame | None = None
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    missing: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.blocks, dict) or not self.blocks:
+            raise ValueError("A TrainingSet needs at least one block: a dict of name -> (n_rows, dim) array.")
+        blocks = {}
+        for name, block in self.blocks.items():
+            block = np.asarray(block)
+            if block.ndim != 2:
+                raise ValueError(f"Block {name!r} must be 2-D (n_rows, dim); got shape {block.shape}.")
+            blocks[str(name)] = block
+        self.blocks = blocks
+        n = self.n_rows
+        for name, block in blocks.items():
+            if block.shape[0] != n:
+                raise ValueError(f"Block {name!r} has {block.shape[0]} rows but the first block has {n}.")
+        if self.y is not None:
+            self.y = np.asarray(self.y)
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups)
+        if self.columns is not None and not isinstance(self.columns, pd.DataFrame):
+            self.columns = pd.DataFrame(self.columns)
+        if self.columns is not None:
+            self.columns = self.columns.reset_index(drop=True)
+        if self.keys is not None and not isinstance(self.keys, pa.Table):
+            self.keys = pa.Table.from_pandas(pd.DataFrame(self.keys), preserve_index=False)
+        for what, value in (("y", self.y), ("groups", self.groups), ("columns", self.columns), ("keys", self.keys)):
+            if value is not None and len(value) != n:
+                raise ValueError(f"TrainingSet.{what} has {len(value)} rows but the blocks have {n}.")
+
+    # -- shape -----------------------------------------------------------------------------------------------
+    @property
+    def n_rows(self) -> int:
+        return next(iter(self.blocks.values())).shape[0]
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {name: block.shape[1] for name, block in self.blocks.items()}
+
+    @property
+    def key(self) -> list[str]:
+        """The key column names, or [] when the set was built without keys."""
+        return [] if self.keys is None else list(self.keys.column_names)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, total block dims): lets scikit-learn's model selection index a TrainingSet like an array."""
+        return (self.n_rows, sum(self.dims.values()))
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def __getitem__(self, idx) -> "TrainingSet":
+        # scikit-learn's _safe_indexing calls ``X[idx, ...]`` on objects with a shape.
+        if isinstance(idx, tuple):
+            if len(idx) != 2 or idx[1] is not Ellipsis:
+                raise IndexError("A TrainingSet is indexed by rows only: ts[rows] or ts[rows, ...].")
+            idx = idx[0]
+        return self.subset(idx)
+
+    def to_numpy(self) -> np.ndarray:
+        """All blocks side by side, in block order: the input of a single probe on concatenated features."""
+        return np.hstack(list(self.blocks.values()))
+
+    # -- row selection ---------------------------------------------------------------------------------------
+    def subset(self, idx) -> "TrainingSet":
+        """The rows ``idx`` (integer positions, a slice or a boolean mask) of every part, still aligned."""
+        if isinstance(idx, slice):
+            idx = np.arange(self.n_rows)[idx]
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            if idx.shape != (self.n_rows,):
+                raise IndexError(f"Boolean mask has shape {idx.shape}; expected ({self.n_rows},).")
+            idx = np.flatnonzero(idx)
+        idx = idx.astype(np.int64, copy=False).reshape(-1)
+        return TrainingSet(
+            blocks={name: block[idx] for name, block in self.blocks.items()},
+            y=None if self.y is None else self.y[idx],
+            keys=None if self.keys is None else self.keys.take(pa.array(idx)),
+            groups=None if self.groups is None else self.groups[idx],
+            columns=None if self.columns is None else self.columns.iloc[idx].reset_index(drop=True),
+            sources=self.sources,
+            missing=self.missing,
+        )
+
+    def split(
+        self, test_size: float = 0.25, *, stratify: bool = True, random_state: int | None = 0
+    ) -> tuple["TrainingSet", "TrainingSet"]:
+        """Hold out ``test_size`` of the rows; with groups, whole groups go to one side (no group on both).
+
+        Stratified by ``y`` when ``stratify`` and labels exist (``StratifiedGroupKFold`` when there are groups).
+        """
+        from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
+
+        if not 0.0 < float(test_size) < 1.0:
+            raise ValueError(f"test_size must be a float in (0, 1). Got {test_size!r} instead.")
+        rows = np.arange(self.n_rows)
+        strat = stratify and self.y is not None
+        if self.groups is not None:
+            if strat:
+                n_splits = max(2, int(round(1.0 / test_size)))
+                splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+                train, test = next(splitter.split(rows, self.y, self.groups))
+            else:
+                splitter = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=random_state)
+                train, test = next(splitter.split(rows, groups=self.groups))
+        else:
+            train, test = train_test_split(
+                rows, test_size=test_size, stratify=self.y if strat else None, random_state=random_state
+            )
+        return self.subset(np.sort(train)), self.subset(np.sort(test))
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{k}: {v}" for k, v in self.dims.items())
+        extras = []
+        if self.y is not None:
+            extras.append(f"classes={len(np.unique(self.y))}")
+        if self.groups is not None:
+            extras.append(f"groups={len(np.unique(self.groups))}")
+        if self.columns is not None:
+            extras.append(f"columns={list(self.columns.columns)}")
+        tail = (", " + ", ".join(extras)) if extras else ""
+        return f"TrainingSet(rows={self.n_rows}, blocks={{{dims}}}{tail})"
+
+
+# -- join ----------------------------------------------------------------------------------------------------
+def _read_labels(labels: Any) -> pa.Table:
+    if isinstance(labels, pa.Table):
+        return labels
+    if isinstance(labels, pd.DataFrame):
+        return pa.Table.from_pandas(labels, preserve_index=False)
+    if isinstance(labels, (str, os.PathLike)):
+        path = Path(labels)
+        if not path.exists():
+            raise FileNotFoundError(f"Labels file {str(path)!r} does not exist.")
+        suffix = path.suffix.lower()
+        if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        if suffix in (".csv", ".tsv"):
+            import pyarrow.csv as pacsv
+
+            opts = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
+            return pacsv.read_csv(path, parse_options=opts)
+        raise ValueError(f"Cannot read labels from {str(path)!r}: expected a .parquet or .csv file.")
+    raise TypeError(
+        f"labels must be a pyarrow Table, a pandas DataFrame or a path to a .parquet/.csv file. "
+        f"Got {type(labels).__name__} instead."
+    )
+
+
+def _key_examples(keys: pa.Table, limit: int = _N_EXAMPLES) -> list:
+    head = keys.slice(0, limit).to_pylist()
+    names = keys.column_names
+    if len(names) == 1:
+        return [row[names[0]] for row in head]
+    return [tuple(row[n] for n in names) for row in head]
+
+
+def _align_key_types(labels_keys: pa.Table, set_keys: pa.Table, set_name: str) -> pa.Table:
+    """Cast the labels' key columns to the feature set's key types (CSV ids often read as int vs string)."""
+    arrays = []
+    for name in labels_keys.column_names:
+        col = labels_keys.column(name)
+        target = set_keys.schema.field(name).type
+        if col.type != target:
+            try:
+                col = col.cast(target)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise TypeError(
+                    f"Key column {name!r} is {col.type} in labels but {target} in feature set {set_name!r}, "
+                    f"and cannot be cast: {exc}"
+                ) from exc
+        arrays.append(col)
+    return pa.Table.from_arrays(arrays, names=labels_keys.column_names)
+
+
+def _match_rows(con, labels_keys: pa.Table, set_keys: pa.Table, key: list[str]) -> np.ndarray:
+    """For each labels row, the row number of the same key in the feature set, or -1: one DuckDB left join."""
+    left = labels_keys.append_column(_ROW, pa.array(np.arange(labels_keys.num_rows, dtype=np.int64)))
+    right = set_keys.select(key).append_column(_ROW, pa.array(np.arange(set_keys.num_rows, dtype=np.int64)))
+    con.register("stackers_left", left)
+    con.register("stackers_right", right)
+    try:
+        on = " AND ".join(f'l."{k}" = r."{k}"' for k in key)
+        result = con.execute(
+            f'SELECT l."{_ROW}" AS lrow, coalesce(r."{_ROW}", -1) AS rrow '
+            f"FROM stackers_left l LEFT JOIN stackers_right r ON {on} ORDER BY lrow"
+        ).fetchnumpy()
+    finally:
+        con.unregister("stackers_left")
+        con.unregister("stackers_right")
+    lrow = np.asarray(result["lrow"], dtype=np.int64)
+    if len(lrow) != labels_keys.num_rows or np.any(lrow != np.arange(labels_keys.num_rows)):
+        raise ValueError("A feature set holds duplicate keys; the join is ambiguous. Run `featurestore doctor`.")
+    return np.asarray(result["rrow"], dtype=np.int64)
+
+
+def join(
+    store,
+    names: Sequence[str],
+    labels: Any = None,
+    *,
+    key: str | Sequence[str] = "id",
+    label: str | None = "label",
+    groups: str | None = None,
+    columns: Sequence[str] | None = None,
+    how: str = "inner",
+    versions: dict[str, int] | None = None,
+) -> TrainingSet:
+    """Join feature sets ``names`` from ``store`` with ``labels`` by ``key`` into an aligned TrainingSet.
+
+    ``labels`` is a pyarrow Table, a pandas DataFrame or a .parquet/.csv path with the key column(s), optionally the
+    ``label`` column (absent at prediction time: ``y`` is then None), a ``groups`` column and extra ``columns`` to
+    carry through. ``labels=None`` takes every key of the first feature set. Rows keep the labels' order.
+    Keys missing from a set are reported in ``.missing`` and a ``MissingKeysWarning``; ``how="inner"`` drops them,
+    ``how="error"`` raises. ``versions`` pins feature set versions (latest otherwise).
+    """
+    import duckdb
+
+    validate_params({"how": how}, {"how": [StrOptions({"inner", "error"})]}, "join")
+    if isinstance(names, str):
+        names = [names]
+    names = list(names)
+    if not names:
+        raise ValueError("join needs at least one feature set name.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"Feature set names must be distinct. Got {names!r}.")
+    versions = dict(versions or {})
+    for name, v in versions.items():
+        if name not in names:
+            raise ValueError(f"versions names {name!r}, which is not among the joined sets {names!r}.")
+        validate_params({name: v}, {name: [Interval(Integral, 0, None), None]}, "join versions")
+
+    sets = {name: store.get(name, version=versions.get(name)) for name in names}
+    key_list = [key] if isinstance(key, str) else list(key)
+    for name, fs in sets.items():
+        if list(fs.key) != key_list:
+            raise ValueError(f"Feature set {name!r} is keyed by {list(fs.key)!r}, not {key_list!r}.")
+
+    if labels is None:
+        table = sets[names[0]].keys()
+        label = None if label not in table.column_names else label
+    else:
+        table = _read_labels(labels)
+    absent = [k for k in key_list if k not in table.column_names]
+    if absent:
+        raise ValueError(f"Labels have no key column {absent[0]!r}. Columns: {table.column_names}.")
+    for what, col in (("groups", groups), *(("columns", c) for c in (columns or ()))):
+        if col is not None and col not in table.column_names:
+            raise ValueError(f"The {what} column {col!r} is not in the labels. Columns: {table.column_names}.")
+
+    labels_keys = table.select(key_list)
+    con = duckdb.connect()
+    try:
+        dup = labels_keys.num_rows - labels_keys.group_by(key_list).aggregate([]).num_rows
+        if dup:
+            raise ValueError(f"Labels hold {dup} duplicate keys; each key must appear once.")
+        null_keys = sum(labels_keys.column(k).null_count for k in key_list)
+        if null_keys:
+            raise ValueError(f"Labels hold {null_keys} null key values.")
+        matches, missing, keep = {}, {}, np.ones(table.num_rows, dtype=bool)
+        for name, fs in sets.items():
+            set_keys = fs.keys()
+            rows = _match_rows(con, _align_key_types(labels_keys, set_keys, name), set_keys, key_list)
+            matches[name] = rows
+            lost = rows < 0
+            missing[name] = {"count": int(lost.sum()), "examples": _key_examples(labels_keys.filter(pa.array(lost)))}
+            keep &= ~lost
+    finally:
+        con.close()
+
+    lost_sets = {n: m for n, m in missing.items() if m["count"]}
+    if lost_sets:
+        detail = "; ".join(
+            f"{m['count']} of {table.num_rows} label keys are missing from feature set {n!r} (v{sets[n].version}), "
+            f"e.g. {', '.join(repr(e) for e in m['examples'])}"
+            for n, m in lost_sets.items()
+        )
+        if how == "error":
+            raise LookupError(f"{detail}. Pass how='inner' to drop them with a warning.")
+        warnings.warn(
+            f"{detail}. Dropped {int((~keep).sum())} rows (how='inner'); pass how='error' to fail instead.",
+            MissingKeysWarning,
+            stacklevel=2,
+        )
+
+    kept = np.flatnonzero(keep)
+    blocks = {}
+    for name, fs in sets.items():
+        matrix = np.asarray(fs.to_numpy(), dtype=np.float32)
+        blocks[name] = matrix[matches[name][kept]]
+    kept_pa = pa.array(kept)
+    y = None
+    if label is not None and label in table.column_names:
+        y_col = table.column(label).take(kept_pa)
+        if y_col.null_count:
+            raise ValueError(f"The label column {label!r} holds {y_col.null_count} nulls among the joined rows.")
+        y = y_col.to_numpy(zero_copy_only=False)
+    group_arr = None
+    if groups is not None:
+        group_arr = table.column(groups).take(kept_pa).to_numpy(zero_copy_only=False)
+    extra = None
+    if columns:
+        extra = table.select(list(columns)).take(kept_pa).to_pandas()
+    sources = {
+        name: {"version": int(fs.version), "spec": dict(fs.spec), "dim": int(fs.dim)} for name, fs in sets.items()
+    }
+    return TrainingSet(
+        blocks=blocks,
+        y=y,
+        keys=labels_keys.take(kept_pa),
+        groups=group_arr,
+        columns=extra,
+        sources=sources,
+        missing=missing,
+    )
