@@ -52,6 +52,12 @@ def to_table(data: Any, *, embedding: str = EMBEDDING) -> pa.Table:
             f"Cannot write {type(data).__name__}: pass a pyarrow Table, a pandas or polars DataFrame, "
             "or a dict of columns with a 2-D numpy 'embedding'."
         )
+    # pandas 3 hands strings over as large_string: store one string type so appends from any source agree.
+    for i, f in enumerate(table.schema):
+        if pa.types.is_large_string(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.string()))
+        elif pa.types.is_large_binary(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.binary()))
     if embedding != EMBEDDING:
         if EMBEDDING in table.column_names:
             raise ValidationError(f"Both {embedding!r} and {EMBEDDING!r} columns given: which is the embedding?")
@@ -173,7 +179,8 @@ def normalize_embedding(table: pa.Table, key: Sequence[str], *, dim: int | None,
     np_target = np.float16 if target == "float16" else np.float32
     if matrix.dtype != np_target:
         if target == "float16" and matrix.dtype != np.float16:
-            big = np.flatnonzero(~np.isfinite(matrix.astype(np.float16)).all(axis=1))
+            with np.errstate(over="ignore"):
+                big = np.flatnonzero(~np.isfinite(matrix.astype(np.float16)).all(axis=1))
             if len(big):
                 raise ValidationError(
                     f"{len(big)} row(s) overflow float16: {describe_keys(table, key, big)}. Store them as float32."

@@ -67,7 +67,8 @@ class Result:
         return self.relation.fetchall()
 
     def fetchone(self) -> tuple | None:
-        return self.relation.fetchone()
+        rows = self.relation.limit(1).fetchall()
+        return rows[0] if rows else None
 
     def show(self, **kwargs: Any) -> None:
         self.relation.show(**kwargs)

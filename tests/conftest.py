@@ -1,0 +1,55 @@
+"""Shared fixtures: real stores on tmp_path, small real arrays. Nothing here mocks storage."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import featurestore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> featurestore.Store:
+    return featurestore.open(tmp_path / "store")
+
+
+@pytest.fixture
+def vectors() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((200, 16)).astype(np.float32)
+
+
+def _run_python(code: str, *, timeout: float = 120, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (the way a second process or a killed job really behaves)."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def run_python():
+    """Run code in a fresh interpreter: ``run_python(code, timeout=..., env=..., check=True)``."""
+    return _run_python
+
+
+def pytest_collection_modifyitems(config, items):
+    if not any("gpu" in item.keywords for item in items):
+        return
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+    except Exception:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs CUDA")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
