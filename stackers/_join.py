@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ._validation import Interval, StrOptions, validate_params
 
-__all__ = ["TrainingSet", "MissingKeysWarning", "join"]
+__all__ = ["TrainingSet", "MissingKeysWarning", "MissingKeysError", "join"]
 
 _ROW = "__stackers_row"
 _N_EXAMPLES = 5
@@ -28,6 +28,10 @@ _N_EXAMPLES = 5
 
 class MissingKeysWarning(UserWarning):
     """Some label keys have no row in a feature set; they were dropped from the join."""
+
+
+class MissingKeysError(LookupError):
+    """Some label keys have no row in a feature set and the join was asked not to drop them (how="error")."""
 
 
 @dataclass
@@ -307,9 +311,12 @@ def join(
         if null_keys:
             raise ValueError(f"Labels hold {null_keys} null key values.")
         matches, missing, keep = {}, {}, np.ones(table.num_rows, dtype=bool)
-        for name, fs in sets.items():
+        for i, (name, fs) in enumerate(sets.items()):
             set_keys = fs.keys()
-            rows = _match_rows(con, _align_key_types(labels_keys, set_keys, name), set_keys, key_list)
+            aligned = _align_key_types(labels_keys, set_keys, name)
+            if i == 0:
+                labels_keys = aligned  # the TrainingSet's keys take the store's key types
+            rows = _match_rows(con, aligned, set_keys, key_list)
             matches[name] = rows
             lost = rows < 0
             missing[name] = {"count": int(lost.sum()), "examples": _key_examples(labels_keys.filter(pa.array(lost)))}
@@ -325,7 +332,7 @@ def join(
             for n, m in lost_sets.items()
         )
         if how == "error":
-            raise LookupError(f"{detail}. Pass how='inner' to drop them with a warning.")
+            raise MissingKeysError(f"{detail}. Pass how='inner' to drop them with a warning.")
         warnings.warn(
             f"{detail}. Dropped {int((~keep).sum())} rows (how='inner'); pass how='error' to fail instead.",
             MissingKeysWarning,

@@ -12,7 +12,6 @@ Both keep their fitted state as arrays, JSON and (for LightGBM) a model text fil
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from ._probes import LogisticProbe
 __all__ = ["ColumnEncoder", "LogisticMeta", "LightGBMMeta", "make_meta", "META_KINDS"]
 
 META_KINDS = ("logistic", "lightgbm")
+_PROBA_FLOOR = 1e-7  # log(0) guard for probabilities that went in as logs
 
 
 @dataclass
@@ -83,7 +83,7 @@ class ColumnEncoder:
     def numeric(self, df: pd.DataFrame | None, *, impute: bool) -> np.ndarray:
         cols = [c for c in self.columns if c.kind == "numeric"]
         if not cols:
-            return np.empty((0 if df is None else len(df), 0))
+            return np.empty((len(df), 0))
         out = np.column_stack([pd.to_numeric(df[c.name], errors="coerce").astype(np.float64) for c in cols])
         if impute:
             fills = np.array([c.fill for c in cols])
@@ -94,11 +94,11 @@ class ColumnEncoder:
         """Integer codes (as float, NaN for missing or unseen) of each categorical column."""
         cols = self.categorical
         if not cols:
-            return np.empty((0 if df is None else len(df), 0))
+            return np.empty((len(df), 0))
         out = []
         for c in cols:
-            cat = pd.Categorical(_as_str(df[c.name]), categories=list(c.categories))
-            codes = cat.codes.astype(np.float64)
+            # -1 for missing or unseen values, which both trees and one-hot treat as "no category"
+            codes = pd.Index(list(c.categories), dtype=object).get_indexer(_as_str(df[c.name])).astype(np.float64)
             codes[codes < 0] = np.nan
             out.append(codes)
         return np.column_stack(out)
@@ -106,7 +106,7 @@ class ColumnEncoder:
     def onehot(self, df: pd.DataFrame | None) -> np.ndarray:
         cols = self.categorical
         if not cols:
-            return np.empty((0 if df is None else len(df), 0))
+            return np.empty((len(df), 0))
         codes = self.codes(df)
         parts = []
         for j, c in enumerate(cols):
@@ -135,14 +135,29 @@ def _as_str(s: pd.Series) -> pd.Series:
 
 
 class LogisticMeta:
-    """Standardized logistic regression on [scores, numeric columns, one-hot categoricals]."""
+    """Standardized logistic regression on [log-odds of the base probabilities, other scores, numeric columns,
+    one-hot categoricals].
+
+    Probabilities go in as logs (log-odds for a binary problem's single column): a probe's evidence is additive
+    in log space, which is what a logistic model adds up. Measured on a 12-class, 3,900-row, two-block task:
+    inner-CV macro-F1 0.840 on raw OOF probabilities vs 0.905 on their logs (LightGBM, indifferent to the
+    monotone transform, 0.890).
+    """
 
     kind = "logistic"
 
-    def __init__(self, C: float = 1.0):
+    def __init__(self, C: float = 1.0, proba_columns: tuple[int, ...] = ()):
         self.C = C
+        self.proba_columns = tuple(int(i) for i in proba_columns)
 
     def _design(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
+        if self.proba_columns:
+            F = F.copy()
+            cols = list(self.proba_columns)
+            p = np.clip(F[:, cols], _PROBA_FLOOR, 1.0 - _PROBA_FLOOR)
+            F[:, cols] = np.log(p) - np.log1p(-p) if self.n_classes_ == 2 else np.log(p)
+        if not self.encoder_.columns:
+            return F
         return np.hstack([F, self.encoder_.numeric(df, impute=True), self.encoder_.onehot(df)])
 
     def fit(self, F: np.ndarray, df: pd.DataFrame | None, y: np.ndarray, n_classes: int) -> "LogisticMeta":
@@ -167,20 +182,21 @@ class LogisticMeta:
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         p = self.probe_
-        meta = {"kind": self.kind, "C": self.C, "n_classes": self.n_classes_, "columns": self.encoder_.state()}
+        meta = {"kind": self.kind, "C": self.C, "proba_columns": list(self.proba_columns),
+                "n_classes": self.n_classes_, "columns": self.encoder_.state()}
         arrays = {"mean": p.mean_, "scale": p.scale_, "coef": p.coef_, "intercept": p.intercept_, "classes": p.classes_}
         return meta, arrays
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], **_: Any) -> "LogisticMeta":
-        self = cls(C=meta["C"])
+        self = cls(C=meta["C"], proba_columns=tuple(meta["proba_columns"]))
         self.encoder_ = ColumnEncoder.from_state(meta["columns"])
         self.n_classes_ = int(meta["n_classes"])
         self.probe_ = _restore_probe(arrays)
         return self
 
     def __repr__(self) -> str:
-        return f"LogisticMeta(C={self.C})"
+        return f"LogisticMeta(C={self.C}, proba_columns={len(self.proba_columns)} columns)"
 
 
 def _restore_probe(arrays: dict[str, np.ndarray]) -> LogisticProbe:
@@ -197,15 +213,15 @@ class LightGBMMeta:
 
     kind = "lightgbm"
 
-    def __init__(self, n_estimators: int = 200, learning_rate: float = 0.05, num_leaves: int = 15,
-                 seed: int = 0, n_jobs: int | None = None):
+    def __init__(self, n_estimators: int = 100, learning_rate: float = 0.1, num_leaves: int = 15, seed: int = 0):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.seed = seed
-        self.n_jobs = n_jobs
 
     def _design(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
+        if not self.encoder_.columns:
+            return F
         return np.hstack([F, self.encoder_.numeric(df, impute=False), self.encoder_.codes(df)])
 
     def fit(self, F: np.ndarray, df: pd.DataFrame | None, y: np.ndarray, n_classes: int) -> "LightGBMMeta":
@@ -220,6 +236,7 @@ class LightGBMMeta:
         params = {
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
+            "max_bin": 63,
             # Small data: let leaves and category groups be small, but not single rows.
             "min_data_in_leaf": int(max(2, min(20, n // 20))),
             "min_data_per_group": int(max(2, min(50, n // 20))),
@@ -228,7 +245,9 @@ class LightGBMMeta:
             "seed": int(self.seed),
             "deterministic": True,
             "force_col_wise": True,
-            "num_threads": _threads(self.n_jobs),
+            # One thread: the meta data is small (rows x a few dozen scores), and on a busy 2-core machine
+            # OpenMP threads spin against other work (measured 0.85 s -> 31 s for one fit with 2 threads).
+            "num_threads": 1,
             "verbose": -1,
         }
         if n_classes <= 2:
@@ -241,13 +260,12 @@ class LightGBMMeta:
         # Predict from the text form, as a loaded model does: saved and fitted models then agree bit for bit.
         self.model_text_ = booster.model_to_string()
         self.booster_ = lgb.Booster(model_str=self.model_text_)
-        self.booster_.params["num_threads"] = _threads(self.n_jobs)
         self.params_ = params
         return self
 
     def _raw(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
         return np.asarray(self.booster_.predict(self._design(F, df), raw_score=True,
-                                                num_threads=_threads(self.n_jobs)), dtype=np.float64)
+                                                num_threads=1), dtype=np.float64)
 
     def decision_function(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
         return self._raw(F, df)
@@ -276,10 +294,10 @@ class LightGBMMeta:
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], *, model_text: str,
-                   n_jobs: int | None = None) -> "LightGBMMeta":
+                   **_: Any) -> "LightGBMMeta":
         import lightgbm as lgb
 
-        self = cls(meta["n_estimators"], meta["learning_rate"], meta["num_leaves"], meta["seed"], n_jobs)
+        self = cls(meta["n_estimators"], meta["learning_rate"], meta["num_leaves"], meta["seed"])
         self.encoder_ = ColumnEncoder.from_state(meta["columns"])
         self.n_classes_ = int(meta["n_classes"])
         self.params_ = meta["params"]
@@ -292,18 +310,10 @@ class LightGBMMeta:
                 f"num_leaves={self.num_leaves})")
 
 
-def _threads(n_jobs: int | None) -> int:
-    """scikit-learn's n_jobs meaning: None is 1, -1 all cores, -2 all but one."""
-    if n_jobs is None:
-        return 1
-    if n_jobs < 0:
-        return max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-    return max(1, int(n_jobs))
-
-
-def make_meta(kind: str, *, seed: int, n_jobs: int | None) -> LogisticMeta | LightGBMMeta:
+def make_meta(kind: str, *, seed: int, proba_columns: tuple[int, ...] = ()) -> LogisticMeta | LightGBMMeta:
+    """A fresh, unfitted meta learner of ``kind``; ``proba_columns`` index the probability columns of its input."""
     if kind == "logistic":
-        return LogisticMeta()
+        return LogisticMeta(proba_columns=proba_columns)
     if kind == "lightgbm":
-        return LightGBMMeta(seed=seed, n_jobs=n_jobs)
+        return LightGBMMeta(seed=seed)
     raise ValueError(f"Unknown meta learner {kind!r}; expected one of {META_KINDS}.")

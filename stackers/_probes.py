@@ -14,6 +14,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 
 from ._validation import Interval, validate_params
 
@@ -50,11 +51,16 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
             # A training fold can hold a single class (grouped folds, rare classes): predict it with certainty.
             self.coef_ = np.zeros((1, X.shape[1]))
             self.intercept_ = np.zeros(1)
+            self.n_iter_ = np.zeros(1, dtype=np.int32)
             return self
         lr = LogisticRegression(C=self.C, max_iter=self.max_iter)
-        lr.fit((X - self.mean_) / self.scale_, y_enc)
+        # lbfgs does matrix-vector products, where BLAS threads buy little and, on a busy 2-core machine, spin
+        # against other work: 4000x384, 12 classes took 0.55 s threaded vs 0.13 s on one thread (digits: 3 s vs 0.04 s).
+        with threadpool_limits(limits=1, user_api="blas"):
+            lr.fit((X - self.mean_) / self.scale_, y_enc)
         self.coef_ = np.asarray(lr.coef_, dtype=np.float64).reshape(n_out, -1)
         self.intercept_ = np.asarray(lr.intercept_, dtype=np.float64).reshape(n_out)
+        self.n_iter_ = lr.n_iter_
         return self
 
     def decision_function(self, X) -> np.ndarray:
@@ -73,7 +79,8 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
         return softmax(scores, axis=1)
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)  # checks fitted first
+        return self.classes_[np.argmax(proba, axis=1)]
 
 
 def _l2_normalize(X: np.ndarray) -> np.ndarray:
