@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,19 +44,23 @@ def _compression(table: pa.Table) -> dict[str, str]:
     return out
 
 
-def write_parquet(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` via a temporary file and a rename, fsyncing both."""
+def write_parquet(table: pa.Table, path: Path) -> int:
+    """Write ``table`` to ``path`` via a temporary file and a rename, fsyncing both; returns the file's CRC32."""
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
     try:
         pq.write_table(table, tmp, compression=_compression(table), use_dictionary=[
             c for c in table.column_names if c not in (fmt.EMBEDDING, fmt.CONTENT_HASH)])
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        with ThreadPoolExecutor(max_workers=1) as pool:  # checksum from the page cache while fsync writes back
+            crc = pool.submit(file_crc32, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            checksum = crc.result()
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+    return checksum
 
 
 class Writer:
@@ -250,7 +255,7 @@ class Writer:
         if fmt.EVENT_TIME in table.column_names:
             order.append(fmt.EVENT_TIME)
         table = table.select(order + extras)
-        table = table.append_column(fmt.RUN_ID, pa.array(np.full(table.num_rows, self.run_id, dtype=object), pa.string()))
+        table = table.append_column(fmt.RUN_ID, pa.repeat(pa.scalar(self.run_id, pa.string()), table.num_rows))
         columns = {f.name: str(f.type) for f in table.schema}
         if self.manifest.columns and columns != self.manifest.columns:
             diff = sorted(k for k in set(columns) | set(self.manifest.columns)
@@ -298,9 +303,9 @@ class Writer:
         m = self.manifest
         path = self.version_dir / f"errors-{self.run_id}-{m.next_part:05d}.parquet"
         self._ensure_schema_file(None)
-        write_parquet(errors, path)
+        crc = write_parquet(errors, path)
         m.errors.append(Partition(file=path.name, rows=errors.num_rows, bytes=path.stat().st_size,
-                                  crc32=file_crc32(path), run_id=self.run_id, created_at=now()))
+                                  crc32=crc, run_id=self.run_id, created_at=now()))
         m.next_part += 1
         self._write_manifest()
         self.stats["rows_failed"] += errors.num_rows
@@ -326,9 +331,9 @@ class Writer:
             m.columns = {f.name: str(f.type) for f in table.schema}
         self._ensure_schema_file(table)
         path = self.version_dir / f"part-{self.run_id}-{m.next_part:05d}.parquet"
-        write_parquet(table, path)
+        crc = write_parquet(table, path)
         m.partitions.append(Partition(file=path.name, rows=table.num_rows, bytes=path.stat().st_size,
-                                      crc32=file_crc32(path), run_id=self.run_id, created_at=now()))
+                                      crc32=crc, run_id=self.run_id, created_at=now()))
         m.next_part += 1
         m.has_updates = m.has_updates or updates
         self.stats["partitions"] += 1
