@@ -1,1 +1,13 @@
-"""pipelines: runnable jobs on top of the store (sources, batch embedding, stacking, the CLI)."""
+"""pipelines: runnable jobs on top of the store: sources, batch embedding, job specs and the CLI.
+
+>>> import featurestore, pipelines
+>>> store = featurestore.open("./store")
+>>> pipelines.embed(store, "reviews.parquet", key="id", text="text",
+...                 encoder="sentence-transformers:all-MiniLM-L6-v2", name="reviews_minilm")
+"""
+
+from ._runner import EmbedResult, embed
+from ._spec import JobSpec, layer_name, run_job
+from .sources import TableSource
+
+__all__ = ["embed", "EmbedResult", "JobSpec", "run_job", "layer_name", "TableSource"]

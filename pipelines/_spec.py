@@ -1,0 +1,97 @@
+"""TOML job specs: the same embedding job as the command line flags, declared in a file.
+
+```toml
+store = "./store"
+source = "reviews.parquet"
+key = "id"
+text = "review"
+encoder = "sentence-transformers:all-MiniLM-L6-v2"
+name = "reviews_minilm"
+layers = [3, -1]          # optional: one feature set per hidden layer, named <name>_layer<k>
+[options]                 # optional encoder options
+pooling = "mean"
+batch_size = 32
+```
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from featurestore.errors import ValidationError
+
+from ._runner import ENCODER_OPTIONS
+
+
+@dataclass
+class JobSpec:
+    """An embedding job. Relative paths in a spec file are relative to the file."""
+
+    source: str
+    name: str
+    key: list[str] = field(default_factory=lambda: ["id"])
+    text: str = "text"
+    encoder: str = "sentence-transformers:all-MiniLM-L6-v2"
+    store: str = "./store"
+    version: str | int = "auto"
+    layers: list[int] = field(default_factory=list)
+    limit: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "JobSpec":
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValidationError(f"Job spec {str(path)!r} does not exist.") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValidationError(f"Job spec {str(path)!r} is not valid TOML: {exc}") from None
+        return cls.from_dict(data, base=path.parent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base: Path | None = None) -> "JobSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValidationError(f"Unknown job spec field(s) {unknown}. Known: {sorted(known)}")
+        missing = [k for k in ("source", "name") if k not in data]
+        if missing:
+            raise ValidationError(f"The job spec needs {missing}.")
+        data = dict(data)
+        if isinstance(data.get("key"), str):
+            data["key"] = [data["key"]]
+        bad = sorted(set(data.get("options", {})) - set(ENCODER_OPTIONS))
+        if bad:
+            raise ValidationError(f"Unknown encoder option(s) {bad} in the job spec. Valid: {list(ENCODER_OPTIONS)}")
+        if base is not None:
+            for k in ("source", "store"):
+                if k in data and not Path(data[k]).expanduser().is_absolute() and "://" not in str(data[k]):
+                    data[k] = str((base / data[k]).resolve())
+        return cls(**data)
+
+    def jobs(self) -> list[tuple[str, dict[str, Any]]]:
+        """(feature set name, encoder options) per job: one per requested layer, or one."""
+        if not self.layers:
+            return [(self.name, dict(self.options))]
+        return [(layer_name(self.name, k), {**self.options, "layer": k}) for k in self.layers]
+
+
+def layer_name(name: str, layer: int) -> str:
+    """``reviews_minilm`` + layer 3 -> ``reviews_minilm_layer3``; layer -1 -> ``reviews_minilm_layer_m1``."""
+    return f"{name}_layer{layer}" if layer >= 0 else f"{name}_layer_m{-layer}"
+
+
+def run_job(spec: JobSpec | str | Path, **overrides: Any) -> list[Any]:
+    """Run every embedding job of a spec (one per layer); returns their results."""
+    from ._runner import embed
+
+    spec = spec if isinstance(spec, JobSpec) else JobSpec.from_toml(spec)
+    results = []
+    for name, options in spec.jobs():
+        results.append(embed(spec.store, spec.source, key=spec.key, text=spec.text, encoder=spec.encoder,
+                             name=name, version=spec.version, limit=spec.limit, **options, **overrides))
+    return results

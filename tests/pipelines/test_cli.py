@@ -1,0 +1,107 @@
+"""The command line through click's CliRunner: exit codes and --json output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import featurestore
+from pipelines.cli import cli
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def filled(tmp_path):
+    store = featurestore.open(tmp_path / "store")
+    rng = np.random.default_rng(0)
+    store.write("vecs", {"id": np.arange(20), "embedding": rng.standard_normal((20, 8)).astype(np.float32)},
+                spec={"encoder": "external:test"})
+    return store
+
+
+def _json(result):
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_init_ls_show_sql(runner, tmp_path, filled):
+    root = str(filled.root)
+    assert _json(runner.invoke(cli, ["init", str(tmp_path / "new"), "--json"]))["root"].endswith("new")
+    [row] = _json(runner.invoke(cli, ["ls", "--store", root, "--json"]))
+    assert (row["name"], row["rows"], row["dim"]) == ("vecs", 20, 8)
+    shown = _json(runner.invoke(cli, ["show", "vecs", "-s", root, "--json"]))
+    assert shown["spec"]["encoder"] == "external:test" and shown["rows"] == 20 and shown["runs"][0]["status"] == "ok"
+    rows = _json(runner.invoke(cli, ["sql", "select id, embedding from vecs order by id limit 2", "-s", root, "--json"]))
+    assert [r["id"] for r in rows] == [0, 1] and len(rows[0]["embedding"]) == 8
+    table = runner.invoke(cli, ["sql", "select count(*) as n from vecs", "-s", root])
+    assert table.exit_code == 0 and "20" in table.stdout
+    csv = runner.invoke(cli, ["sql", "select id from vecs order by id limit 3", "-s", root, "--format", "csv"])
+    assert csv.stdout.split() == ["id", "0", "1", "2"]
+
+
+def test_env_var_names_the_store(runner, filled):
+    result = runner.invoke(cli, ["ls", "--json"], env={"FEATURESTORE_STORE": str(filled.root)})
+    assert _json(result)[0]["name"] == "vecs"
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["show", "nope"], 1, "No feature set named 'nope'"),
+    (["sql", "drop view vecs"], 1, "read-only"),
+    (["sql", "select * from nowhere"], 1, "nowhere"),
+    (["embed", "--source", "x.parquet"], 2, "Missing --name, --encoder"),
+    (["show"], 2, "Missing argument"),
+])
+def test_errors_exit_codes(runner, filled, args, code, message):
+    result = runner.invoke(cli, [*args, "--store", str(filled.root)])
+    assert result.exit_code == code, result.output
+    assert message in result.output
+
+
+def test_missing_store_is_exit_1(runner, tmp_path):
+    result = runner.invoke(cli, ["ls", "--store", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "No feature store" in result.output
+
+
+def test_doctor_exit_codes(runner, filled):
+    root = str(filled.root)
+    assert _json(runner.invoke(cli, ["doctor", "-s", root, "--json"]))["ok"] is True
+    filled.catalog_path.unlink()
+    broken = runner.invoke(cli, ["doctor", "-s", root, "--json"])
+    assert broken.exit_code == 3 and json.loads(broken.stdout)["findings"][0]["kind"] == "catalog"
+    assert _json(runner.invoke(cli, ["doctor", "-s", root, "--rebuild", "--json"]))["ok"] is True
+    part = next(filled.get("vecs").path.glob("part-*.parquet"))
+    data = bytearray(part.read_bytes())
+    data[100] ^= 0xFF
+    part.write_bytes(bytes(data))
+    corrupt = runner.invoke(cli, ["doctor", "-s", root])
+    assert corrupt.exit_code == 3 and "checksum" in corrupt.stdout
+
+
+def test_embed_command_and_rerun(runner, tmp_path):
+    src = tmp_path / "reviews.csv"
+    pd.DataFrame({"id": range(50), "review": [f"text number {i}" for i in range(50)]}).to_csv(src, index=False)
+    root = str(tmp_path / "store")
+    args = ["embed", "--store", root, "--source", str(src), "--key", "id", "--text", "review", "-e", "hash:16",
+            "--name", "reviews_hash", "--json"]
+    first = _json(runner.invoke(cli, args))
+    assert (first["rows_written"], first["rows_failed"]) == (50, 0)
+    second = _json(runner.invoke(cli, args))
+    assert (second["rows_written"], second["rows_skipped"]) == (0, 50)
+
+
+def test_embed_spec_file(runner, tmp_path):
+    src = tmp_path / "reviews.jsonl"
+    pd.DataFrame({"id": range(10), "review": [f"t {i}" for i in range(10)]}).to_json(src, orient="records", lines=True)
+    spec = tmp_path / "job.toml"
+    spec.write_text('store = "store"\nsource = "reviews.jsonl"\ntext = "review"\nencoder = "hash:4"\nname = "j"\n')
+    result = _json(runner.invoke(cli, ["embed", "--spec", str(spec), "--json"]))
+    assert result["rows_written"] == 10
+    assert featurestore.open(tmp_path / "store").get("j").dim == 4

@@ -1,0 +1,187 @@
+"""Batch embedding jobs end to end on real files, with the deterministic hash encoder (no model weights)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import featurestore
+import pipelines
+from featurestore import ValidationError
+from featurestore.encoders import get_encoder
+
+
+def _reviews(n: int, start: int = 0) -> pd.DataFrame:
+    words = ["soft", "cotton", "dress", "tight", "fits", "lovely", "returned", "color", "fabric", "small"]
+    rng = np.random.default_rng(start)
+    texts = [" ".join(rng.choice(words, size=rng.integers(3, 30))) for _ in range(n)]
+    return pd.DataFrame({"id": np.arange(start, start + n), "review": texts})
+
+
+@pytest.fixture
+def reviews_file(tmp_path):
+    path = tmp_path / "reviews.parquet"
+    pq.write_table(pa.Table.from_pandas(_reviews(1000), preserve_index=False), path, row_group_size=100)
+    return path
+
+
+def test_embed_parquet_matches_encoder(store, reviews_file):
+    result = pipelines.embed(store, reviews_file, key="id", text="review", encoder="hash:32", name="reviews_hash",
+                             chunk_rows=128, partition_rows=300)
+    assert (result.rows_read, result.rows_written, result.rows_failed) == (1000, 1000, 0)
+    fs = store.get("reviews_hash")
+    assert fs.count() == 1000 and len(fs.manifest.partitions) >= 3
+    df = pq.read_table(reviews_file).to_pandas().set_index("id")
+    keys = fs.keys().column("id").to_numpy()
+    expected = get_encoder("hash:32").encode(df.loc[keys, "review"].tolist())
+    np.testing.assert_allclose(fs.to_numpy(), expected, rtol=1e-6)
+    run = store.sql("select rows_read, rows_written, rows_failed, status from runs where name = 'reviews_hash'").fetchall()
+    assert run == [(1000, 1000, 0, "ok")]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "folder", "pandas"])
+def test_sources(store, tmp_path, fmt):
+    df = _reviews(300)
+    if fmt == "csv":
+        source = tmp_path / "r.csv"
+        df.to_csv(source, index=False)
+    elif fmt == "jsonl":
+        source = tmp_path / "r.jsonl"
+        df.to_json(source, orient="records", lines=True)
+    elif fmt == "folder":
+        source = tmp_path / "parts"
+        source.mkdir()
+        pq.write_table(pa.Table.from_pandas(df.iloc[:100], preserve_index=False), source / "a.parquet")
+        pq.write_table(pa.Table.from_pandas(df.iloc[100:], preserve_index=False), source / "b.parquet")
+    else:
+        source = df
+    result = pipelines.embed(store, source, key="id", text="review", encoder="hash:16", name="r", progress=False)
+    assert result.rows_written == 300
+    assert sorted(store.get("r").keys().column("id").to_pylist()) == list(range(300))
+
+
+def test_rerun_skips_and_changed_text_is_reembedded(store, reviews_file, tmp_path):
+    pipelines.embed(store, reviews_file, key="id", text="review", encoder="hash:16", name="r")
+    again = pipelines.embed(store, reviews_file, key="id", text="review", encoder="hash:16", name="r")
+    assert (again.rows_written, again.rows_skipped) == (0, 1000)
+    df = pq.read_table(reviews_file).to_pandas()
+    df.loc[df.id < 5, "review"] = "completely new text"
+    changed = tmp_path / "changed.parquet"
+    df.to_parquet(changed)
+    third = pipelines.embed(store, changed, key="id", text="review", encoder="hash:16", name="r")
+    assert (third.rows_written, third.rows_skipped) == (5, 995)
+    fs = store.get("r")
+    assert fs.count() == 1000
+    new = store.sql("select embedding from r where id = 3").numpy()["embedding"][0]
+    np.testing.assert_allclose(new, get_encoder("hash:16").encode(["completely new text"])[0], rtol=1e-6)
+
+
+def test_bad_rows_go_to_the_errors_table(store, tmp_path):
+    rows = [{"id": 1, "review": "fine"}, {"id": 2, "review": None}, {"id": 3, "review": "   "},
+            {"id": 4, "review": 17}, {"id": 5, "review": "also fine"}]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    result = pipelines.embed(store, path, key="id", text="review", encoder="hash:16", name="r")
+    assert (result.rows_written, result.rows_failed) == (2, 3)
+    assert result.errors_by_reason == {"null": 1, "empty": 1, "non-string": 1}
+    errors = store.sql('select id, reason from "r@errors" order by id').fetchall()
+    assert [e[0] for e in errors] == [2, 3, 4]
+    assert "non-string" in errors[2][1]
+    assert store.get("r").errors().num_rows == 3
+
+
+def test_undecodable_csv_text_is_an_error_row(store, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"id,review\n1,good text\n2,caf\xe9 latin-1\n3,more text\n")
+    result = pipelines.embed(store, path, key="id", text="review", encoder="hash:16", name="r")
+    assert (result.rows_written, result.rows_failed) == (2, 1)
+    [(key, reason)] = store.sql('select id, reason from "r@errors"').fetchall()
+    assert key == 2 and reason.startswith("undecodable")
+
+
+@pytest.mark.parametrize("ids, match", [
+    ([1, 2, 2, 3], "appear more than once in this write: id=2"),
+    ([1, None, 3, 4], "null value\\(s\\) in key column 'id' at row 1"),
+])
+def test_bad_keys_fail_before_any_work(store, ids, match):
+    df = pd.DataFrame({"id": pd.array(ids, dtype="Int64"), "review": ["a", "b", "c", "d"]})
+    with pytest.raises(ValidationError, match=match):
+        pipelines.embed(store, df, key="id", text="review", encoder="hash:16", name="r")
+    assert "r" not in store
+
+
+def test_missing_columns_and_unknown_options(store):
+    df = _reviews(3)
+    with pytest.raises(ValidationError, match=r"has no column\(s\) \['text'\]"):
+        pipelines.embed(store, df, key="id", encoder="hash:16", name="r")
+    with pytest.raises(ValueError, match="Unknown option\\(s\\) \\['bach_size'\\]"):
+        pipelines.embed(store, df, key="id", text="review", encoder="hash:16", name="r", bach_size=3)
+
+
+KILLABLE = """
+import sys, time, numpy as np, pipelines, featurestore
+from featurestore.encoders import get_encoder
+enc = get_encoder("hash:16")
+slow = type("Slow", (), {})()
+def encode_batches(chunks):
+    for c in chunks:
+        time.sleep(0.05)
+        yield enc.encode(list(c))
+slow.encode_batches = encode_batches
+slow.spec = enc.spec
+slow.provenance = enc.provenance
+pipelines.embed(featurestore.open(sys.argv[1]), sys.argv[2], key="id", text="review", encoder=slow, name="r",
+                chunk_rows=50, partition_rows=100, progress=False,
+                on_progress=lambda done, total: print(done, flush=True))
+"""
+
+
+def test_killed_job_rerun_ends_with_exactly_the_source_rows(store, reviews_file, tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(KILLABLE)
+    proc = subprocess.Popen([sys.executable, str(script), str(store.root), str(reviews_file)],
+                            stdout=subprocess.PIPE, text=True)
+    while True:
+        line = proc.stdout.readline()
+        assert line, "job ended before it could be killed"
+        if int(line) >= 400:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = store.get("r").count()
+    assert 0 < partial < 1000
+    result = pipelines.embed(store, reviews_file, key="id", text="review", encoder="hash:16", name="r")
+    assert result.rows_skipped == partial and result.rows_written == 1000 - partial
+    fs = store.get("r")
+    ids = fs.keys().column("id").to_numpy()
+    assert len(ids) == len(np.unique(ids)) == 1000
+    assert set(ids.tolist()) == set(range(1000))
+    assert store.sql("select count(*), count(distinct id) from r").fetchone() == (1000, 1000)
+    assert [r["status"] for r in fs.runs] == ["killed", "ok"]
+
+
+def test_job_spec_toml(store, reviews_file, tmp_path):
+    spec = tmp_path / "job.toml"
+    spec.write_text(f"""
+store = "{store.root}"
+source = "{reviews_file.name}"
+key = "id"
+text = "review"
+encoder = "hash:8"
+name = "from_spec"
+limit = 100
+""")
+    [result] = pipelines.run_job(spec)
+    assert result.rows_written == 100 and store.get("from_spec").dim == 8
+    bad = tmp_path / "bad.toml"
+    bad.write_text('source = "x"\nname = "y"\ncolour = "red"\n')
+    with pytest.raises(ValidationError, match="Unknown job spec field\\(s\\) \\['colour'\\]"):
+        pipelines.run_job(bad)
