@@ -34,9 +34,9 @@ def train_stack(store: featurestore.Store, sets: Sequence[str], labels: Any, *, 
     model.fit(train)
     comparison = stackers.compare(train, test, model, n_boot=n_boot, random_state=seed)
     model_dir = store.models_dir / name
+    model.save(model_dir, metrics=comparison.to_dict())  # replaces a previous save whole, so it goes first
     out = Path(out) if out is not None else model_dir / "report"
     paths = stackers.report(comparison, out=out)
-    model.save(model_dir, metrics=comparison.to_dict())
     oof = None
     if write_oof:
         oof = stackers.write_oof(store, model, train, f"{name}_oof", version="auto")
@@ -45,5 +45,5 @@ def train_stack(store: featurestore.Store, sets: Sequence[str], labels: Any, *, 
              "groups": groups, "columns": list(columns or [])}
     (model_dir / "split.json").write_text(json.dumps(split, indent=1))
     return {"model": str(model_dir), "report": {k: str(v) for k, v in paths.items()}, "comparison": comparison,
-            "meta": type(model.meta_estimator_).__name__, "meta_scores": getattr(model, "meta_scores_", None),
+            "meta": model.meta_name_, "meta_scores": getattr(model, "meta_scores_", None),
             "oof_set": oof.name if oof is not None else None, "split": split, "estimator": model}

@@ -7,6 +7,7 @@ did not repair.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from exc
         except duckdb.Error as exc:  # a bad query: say what DuckDB said, no traceback
             raise click.ClickException(f"SQL error: {exc}") from exc
+        except (ValueError, LookupError, OSError) as exc:  # bad input reaching a library (stackers, sklearn, files)
+            if os.environ.get("FEATURESTORE_DEBUG"):
+                raise
+            raise click.ClickException(f"{exc}\n  (set FEATURESTORE_DEBUG=1 for the traceback)") from exc
 
 
 def store_option(f):

@@ -1,0 +1,92 @@
+"""`featurestore stack train|predict|report` and the demo, on real stores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from sklearn.datasets import load_digits
+
+import featurestore
+from pipelines.cli import cli
+
+
+@pytest.fixture
+def digits_store(tmp_path):
+    """Digits split into two 'encoders' (left and right image halves), plus labels with groups and a column."""
+    X, y = load_digits(return_X_y=True)
+    X = X.astype(np.float32)
+    ids = np.arange(len(y)) * 7 + 3  # keys unrelated to row order
+    left = X.reshape(-1, 8, 8)[:, :, :4].reshape(len(y), -1)
+    right = X.reshape(-1, 8, 8)[:, :, 4:].reshape(len(y), -1)
+    store = featurestore.open(tmp_path / "store")
+    order = np.random.default_rng(0).permutation(len(y))  # stored in another order than the labels
+    store.write("left", {"id": ids[order], "embedding": left[order]}, spec={"encoder": "external:left"})
+    store.write("right", {"id": ids, "embedding": right}, spec={"encoder": "external:right"})
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"id": ids, "label": [f"digit{d}" for d in y], "writer": np.arange(len(y)) // 20,
+                             "ink": X.sum(axis=1)}), labels)
+    return store, labels
+
+
+def test_stack_train_predict_report(digits_store, tmp_path):
+    store, labels = digits_store
+    runner = CliRunner()
+    root = str(store.root)
+    out = runner.invoke(cli, ["stack", "train", "-s", root, "--sets", "left,right", "--labels", str(labels),
+                              "--groups", "writer", "--columns", "ink", "--name", "digits", "--cv", "3", "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout)
+    models = result["metrics"]["models"]
+    assert set(models) == {"probe:left", "probe:right", "concat", "stack"}
+    stack_f1 = models["stack"]["metrics"]["macro_f1"]["value"]
+    assert stack_f1 > max(models["probe:left"]["metrics"]["macro_f1"]["value"], models["probe:right"]["metrics"]["macro_f1"]["value"])
+    assert result["split"]["n_test"] > 300 and result["oof_set"] == "digits_oof"
+    report_dir = store.models_dir / "digits" / "report"
+    for f in ("metrics.json", "comparison.png", "confusion_matrix.png", "calibration.png"):
+        assert (report_dir / f).stat().st_size > 0
+    # the out-of-fold scores are a feature set like any other
+    oof = store.get("digits_oof")
+    assert oof.dim == 2 * 10 and oof.count() == result["split"]["n_train"]
+    assert store.sql("select count(distinct fold) from digits_oof").fetchone()[0] == 3
+
+    keys = tmp_path / "keys.parquet"
+    pq.write_table(pq.read_table(labels).select(["id", "ink"]).slice(0, 25), keys)
+    pred = runner.invoke(cli, ["stack", "predict", "-s", root, "-m", "digits", "--keys", str(keys), "--json"])
+    assert pred.exit_code == 0, pred.output
+    rows = json.loads(pred.stdout)
+    assert len(rows) == 25 and rows[0]["id"] == 3 and rows[0]["prediction"].startswith("digit")
+    truth = pq.read_table(labels).column("label").to_pylist()[:25]
+    assert np.mean([r["prediction"] == t for r, t in zip(rows, truth)]) > 0.8
+
+    again = runner.invoke(cli, ["stack", "report", "-s", root, "-m", "digits", "--json"])
+    assert again.exit_code == 0, again.output
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    assert "stack" in json.dumps(metrics)
+
+    missing = runner.invoke(cli, ["stack", "predict", "-s", root, "-m", "nope"])
+    assert missing.exit_code == 1 and "No model named 'nope'" in missing.output
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_small(tmp_path):
+    """The README's main command on 300 real reviews with the real MiniLM (rerun skips every embedded row)."""
+    runner = CliRunner()
+    store = tmp_path / "demo"
+    first = runner.invoke(cli, ["demo", "--store", str(store), "--rows", "300", "--no-progress", "--json"])
+    assert first.exit_code == 0, first.output
+    result = json.loads(first.stdout)
+    assert result["embed"]["reviews_minilm"]["rows_written"] == 300
+    assert set(result["metrics"]["models"]) == {"probe:reviews_minilm", "probe:reviews_minilm_layer3",
+                                                "probe:reviews_tfidf", "concat", "stack"}
+    assert all(len(hits) == 3 for hits in result["sql"].values())
+    assert (store / "models" / "reviews_class" / "report" / "comparison.png").is_file()
+    second = runner.invoke(cli, ["demo", "--store", str(store), "--rows", "300", "--no-progress", "--json"])
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout)["embed"]["reviews_minilm"]["rows_skipped"] == 300
+    names = {r["name"] for r in featurestore.open(store).list()}
+    assert names == {"reviews_minilm", "reviews_minilm_layer3", "reviews_tfidf", "reviews_class_oof"}
