@@ -29,7 +29,7 @@ from ._progress import ProgressCallback, progress_enabled, rich_progress
 from .sources import TableSource, open_source
 from .sources._tables import NON_STRING
 
-ENCODER_OPTIONS = ("device", "batch_size", "max_seq_length", "normalize", "layer", "pooling", "dtype", "backend",
+ENCODER_OPTIONS = ("device", "batch_size", "max_batch_tokens", "max_seq_length", "normalize", "layer", "pooling", "dtype", "backend",
                    "precision", "allow_download")
 
 

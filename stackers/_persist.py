@@ -35,7 +35,8 @@ ARRAYS = "arrays.npz"
 LGBM_FILE = "meta_lightgbm.txt"
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """numpy scalars and arrays, sets and paths as JSON values."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -44,7 +45,7 @@ def _json_default(value: Any) -> Any:
         return list(value)
     if isinstance(value, Path):
         return str(value)
-    raise TypeError(f"Cannot write {type(value).__name__} to a model manifest: {value!r}")
+    raise TypeError(f"Cannot write {type(value).__name__} as JSON: {value!r}")
 
 
 def _library_versions() -> dict[str, str | None]:
@@ -137,7 +138,7 @@ def save(model, path, *, metrics: Any = None) -> Path:
         "arrays": ARRAYS,
         "versions": _library_versions(),
     }
-    text = json.dumps(manifest, indent=2, default=_json_default, allow_nan=False)
+    text = json.dumps(manifest, indent=2, default=json_default, allow_nan=False)
 
     path = Path(path)
     if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / MANIFEST).exists())):

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ._persist import json_default
 from ._compare import Comparison
 from ._join import TrainingSet
 from ._metrics import HIGHER_IS_BETTER, METRICS
@@ -160,7 +161,7 @@ def report(comparison_or_model: Any, data_test: TrainingSet | None = None, out: 
         "confusion_matrix": out / "confusion_matrix.png",
         "calibration": out / "calibration.png",
     })
-    paths["metrics"].write_text(json.dumps(comp.to_dict(), indent=2, allow_nan=False, default=_json_default) + "\n")
+    paths["metrics"].write_text(json.dumps(comp.to_dict(), indent=2, allow_nan=False, default=json_default) + "\n")
     text = paths.text = comp.to_text()
     paths["table"].write_text(text + "\n")
     _plot_comparison(comp, paths["comparison"])
@@ -169,13 +170,3 @@ def report(comparison_or_model: Any, data_test: TrainingSet | None = None, out: 
     if print_table:
         print(text)
     return paths
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (tuple, set, frozenset)):
-        return list(value)
-    return str(value)

