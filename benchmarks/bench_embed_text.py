@@ -30,16 +30,19 @@ from ._common import header
 MODEL = "sentence-transformers:all-MiniLM-L6-v2"
 
 
-def sentences(n: int) -> list[str]:
-    """``n`` real review sentences (long reviews split at sentence ends), in a fixed order."""
+def sentences(n: int, unit: str = "sentence") -> list[str]:
+    """``n`` real texts in a fixed order: review sentences (~13 words) or whole reviews (~60 words)."""
     from pipelines._datasets import clothing_reviews
 
-    df = clothing_reviews()
+    reviews = clothing_reviews()["Review Text"].dropna().tolist()
     out: list[str] = []
-    for review in df["Review Text"].dropna().tolist():
-        out.extend(s.strip() for s in re.split(r"(?<=[.!?])\s+", review) if len(s.strip()) > 3)
+    if unit == "review":
+        out = [r for r in reviews if r.strip()]
+    else:
+        for review in reviews:
+            out.extend(s.strip() for s in re.split(r"(?<=[.!?])\s+", review) if len(s.strip()) > 3)
     if n > len(out):
-        raise SystemExit(f"only {len(out)} sentences available")
+        raise SystemExit(f"only {len(out)} {unit}s available")
     return out[:n]
 
 
@@ -68,7 +71,7 @@ def rates(args: argparse.Namespace) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    texts = sentences(args.rows)
+    texts = sentences(args.rows, args.unit)
     tmp = Path(tempfile.mkdtemp(prefix="bench-embed-"))
     source = tmp / "texts.parquet"
     write_source(texts, source)
@@ -79,7 +82,7 @@ def rates(args: argparse.Namespace) -> None:
     ref = model.encode(texts, batch_size=32)
     t_raw = time.perf_counter() - t0
     n = len(texts)
-    print(f"embed rows={n} minilm {device}   plain encode(batch 32) {n / t_raw:,.0f}/s   (baseline)")
+    print(f"embed rows={n} {args.unit}s minilm {device}   plain encode(batch 32) {n / t_raw:,.0f}/s   (baseline)")
 
     def ours(label: str, **options) -> np.ndarray:
         run_job(source, tmp / "warm", limit=256, **options)  # exports/loads once, like a second run would
@@ -88,7 +91,7 @@ def rates(args: argparse.Namespace) -> None:
         vectors = fs.to_numpy()[np.argsort(fs.keys().column("id").to_numpy())]
         cos = (vectors * ref).sum(1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(ref, axis=1))
         backend = fs.manifest.provenance.get("backend", "?")
-        print(f"embed rows={n} minilm {device}   featurestore embed [{label}, backend {backend}] {n / seconds:,.0f}/s   "
+        print(f"embed rows={n} {args.unit}s minilm {device}   featurestore embed [{label}, backend {backend}] {n / seconds:,.0f}/s   "
               f"cos to plain min {cos.min():.6f} mean {cos.mean():.6f}   job/plain {t_raw / seconds:.2f}x")
         return vectors
 
@@ -103,43 +106,71 @@ def rates(args: argparse.Namespace) -> None:
             a = q @ (ref / np.linalg.norm(ref, axis=1, keepdims=True)).T
             b = (sample / np.linalg.norm(sample, axis=1, keepdims=True)) @ (int8 / np.linalg.norm(int8, axis=1, keepdims=True)).T
             overlap = np.mean([len(set(np.argsort(-a[i])[:k]) & set(np.argsort(-b[i])[:k])) / k for i in range(len(a))])
-            print(f"embed rows={n} minilm cpu   onnx-int8 top-{k} neighbour overlap with fp32 {overlap:.2f}")
+            print(f"embed rows={n} {args.unit}s minilm cpu   onnx-int8 top-{k} neighbour overlap with fp32 {overlap:.2f}")
     else:
         ours("default")
         ours("fp32", precision="fp32")
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-RSS_CHILD = """
-import json, resource, sys, time
-sys.path.insert(0, {root!r})
-from benchmarks.bench_embed_text import run_job
-from pathlib import Path
-seconds, store = run_job(Path(sys.argv[1]), Path(sys.argv[2]))
-print(json.dumps({{"seconds": seconds, "rows": store.get("bench").count(),
-                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+# Peak RSS is sampled from /proc every 10 ms; "work" is the peak after the model is loaded minus the RSS at that
+# moment, so the import-time peak of torch (the same whatever the input size) does not hide what grows with the rows.
+SAMPLER = """
+import os, threading, time
+_page = os.sysconf("SC_PAGE_SIZE")
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _page / 2**20
+class Peak:
+    def __init__(self):
+        self.base = None; self.peak = 0.0; self.stop = False
+        threading.Thread(target=self.run, daemon=True).start()
+    def run(self):
+        while not self.stop:
+            if self.base is not None:
+                self.peak = max(self.peak, rss_mb())
+            time.sleep(0.01)
+    def mark(self, *_):
+        if self.base is None:
+            self.base = rss_mb(); self.peak = self.base
 """
 
-RSS_PLAIN = """
-import json, resource, sys
+RSS_CHILD = SAMPLER + """
+import json, sys
+sys.path.insert(0, {root!r})
+import featurestore, pipelines
+peak = Peak()
+store = featurestore.open(sys.argv[2])
+pipelines.embed(store, sys.argv[1], key="id", text="text", encoder={model!r}, name="bench", progress=False,
+                on_progress=peak.mark)
+peak.stop = True
+print(json.dumps({{"base_mb": peak.base, "peak_mb": peak.peak, "rows": store.get("bench").count()}}))
+"""
+
+RSS_PLAIN = SAMPLER + """
+import json, sys
 import pyarrow.parquet as pq
 from sentence_transformers import SentenceTransformer
 texts = pq.read_table(sys.argv[1]).column("text").to_pylist()
-SentenceTransformer(sys.argv[2], device="cpu").encode(texts, batch_size=32)
-print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+model = SentenceTransformer(sys.argv[2], device="cpu")
+model.encode(texts[:32], batch_size=32)
+peak = Peak(); peak.mark()
+model.encode(texts, batch_size=32)
+peak.stop = True
+print(json.dumps({"base_mb": peak.base, "peak_mb": peak.peak}))
 """
 
 
 def rss(args: argparse.Namespace) -> None:
     sizes = [int(s) for s in args.rss.split(",")]
-    texts = sentences(max(sizes))
+    texts = sentences(max(sizes), args.unit)
     tmp = Path(tempfile.mkdtemp(prefix="bench-rss-"))
     root = str(Path(__file__).resolve().parents[1])
     job, plain = {}, {}
     for size in sizes:
         source = tmp / f"texts-{size}.parquet"
         write_source(texts[:size], source)
-        out = subprocess.run([sys.executable, "-c", RSS_CHILD.format(root=root), str(source), str(tmp / f"s{size}")],
+        out = subprocess.run([sys.executable, "-c", RSS_CHILD.format(root=root, model=MODEL), str(source), str(tmp / f"s{size}")],
                              capture_output=True, text=True, check=True)
         job[size] = json.loads(out.stdout.strip().splitlines()[-1])
         if not args.no_plain_rss:
@@ -147,20 +178,21 @@ def rss(args: argparse.Namespace) -> None:
                                  capture_output=True, text=True, check=True)
             plain[size] = json.loads(out.stdout.strip().splitlines()[-1])
     lo, hi = sizes[0], sizes[-1]
-    grow = job[hi]["maxrss_mb"] - job[lo]["maxrss_mb"]
-    line = (f"rss   rows={lo} vs {hi}   featurestore embed peak {job[lo]['maxrss_mb']:.0f} MB vs {job[hi]['maxrss_mb']:.0f} MB "
-            f"(+{grow:.0f} MB)")
+    work = {k: v["peak_mb"] - v["base_mb"] for k, v in job.items()}
+    print(f"rss   rows={lo} vs {hi}   featurestore embed peak {job[lo]['peak_mb']:.0f} MB vs {job[hi]['peak_mb']:.0f} MB, "
+          f"above the loaded model +{work[lo]:.0f} MB vs +{work[hi]:.0f} MB   difference {job[hi]['peak_mb'] - job[lo]['peak_mb']:+.0f} MB")
     if plain:
-        pgrow = plain[hi]["maxrss_mb"] - plain[lo]["maxrss_mb"]
-        line += (f"   plain encode peak {plain[lo]['maxrss_mb']:.0f} MB vs {plain[hi]['maxrss_mb']:.0f} MB (+{pgrow:.0f} MB)"
-                 f"   growth job/plain {grow / pgrow if pgrow > 0 else float('nan'):.2f}x")
-    print(line)
+        pwork = {k: v["peak_mb"] - v["base_mb"] for k, v in plain.items()}
+        print(f"rss   rows={lo} vs {hi}   plain encode above the loaded model +{pwork[lo]:.0f} MB vs +{pwork[hi]:.0f} MB   "
+              f"growth plain/job {(pwork[hi] - pwork[lo]) / max(work[hi] - work[lo], 1):.2f}x")
     shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=6000)
+    parser.add_argument("--unit", choices=["sentence", "review"], default="sentence",
+                        help="short review sentences (~13 words) or whole reviews (~60 words)")
     parser.add_argument("--rss", default="", help="comma-separated input sizes for the peak-RSS comparison, e.g. 3000,30000")
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument("--no-rates", action="store_true")

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ._store import Store
 
 _CATALOG_REFRESH_S = 5.0
+_SLICE_BYTES = 64 * 2**20  # writes above this are split across threads
 
 
 def _compression(table: pa.Table) -> dict[str, str]:
@@ -330,13 +331,23 @@ class Writer:
         if not m.columns:
             m.columns = {f.name: str(f.type) for f in table.schema}
         self._ensure_schema_file(table)
-        path = self.version_dir / f"part-{self.run_id}-{m.next_part:05d}.parquet"
-        crc = write_parquet(table, path)
-        m.partitions.append(Partition(file=path.name, rows=table.num_rows, bytes=path.stat().st_size,
-                                      crc32=crc, run_id=self.run_id, created_at=now()))
-        m.next_part += 1
+        # A big write is cut into slices written by parallel threads (pyarrow releases the GIL), then all are
+        # committed by one manifest replace: still all-or-nothing, and about cores-times faster on large tables.
+        n_slices = max(1, min(os.cpu_count() or 1, table.nbytes // _SLICE_BYTES))
+        step = -(-table.num_rows // n_slices)
+        slices = [table.slice(i, step) for i in range(0, table.num_rows, step)]
+        paths = [self.version_dir / f"part-{self.run_id}-{m.next_part + i:05d}.parquet" for i in range(len(slices))]
+        if len(slices) == 1:
+            crcs = [write_parquet(slices[0], paths[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=len(slices)) as pool:
+                crcs = list(pool.map(write_parquet, slices, paths))
+        for part, path, crc in zip(slices, paths, crcs):
+            m.partitions.append(Partition(file=path.name, rows=part.num_rows, bytes=path.stat().st_size,
+                                          crc32=crc, run_id=self.run_id, created_at=now()))
+        m.next_part += len(slices)
         m.has_updates = m.has_updates or updates
-        self.stats["partitions"] += 1
+        self.stats["partitions"] += len(slices)
         self._write_manifest()
 
     def _write_manifest(self) -> None:

@@ -59,7 +59,7 @@ class EmbedResult:
 
 def embed(store: featurestore.Store | str | os.PathLike[str], source: Any, *, key: str | Sequence[str] = "id",
           text: str = "text", encoder: str | Any = "sentence-transformers:all-MiniLM-L6-v2", name: str,
-          version: int | str = "auto", chunk_rows: int | None = None, partition_rows: int = 20_000,
+          version: int | str = "auto", chunk_rows: int | None = None, partition_rows: int = 10_000,
           progress: bool | None = None, on_progress: ProgressCallback | None = None, lock_timeout: float = 60.0,
           limit: int | None = None, **encoder_options: Any) -> EmbedResult:
     """Embed the ``text`` column of ``source`` with ``encoder`` into feature set ``name``, keyed by ``key``.
