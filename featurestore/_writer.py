@@ -303,7 +303,13 @@ class Writer:
         errors = errors.append_column(fmt.RUN_ID, pa.array([self.run_id] * errors.num_rows, pa.string()))
         m = self.manifest
         path = self.version_dir / f"errors-{self.run_id}-{m.next_part:05d}.parquet"
-        self._ensure_schema_file(None)
+        if not m.columns:  # every row so far failed: the feature rows will have the errors' keys and the spec's vectors
+            keys = [errors.schema.field(k) for k in self.key]
+            schema = pa.schema([*keys, pa.field(fmt.CONTENT_HASH, pa.string()),
+                                pa.field(fmt.EMBEDDING, pa.list_(fmt.DTYPES[m.dtype], m.dim), nullable=False),
+                                pa.field(fmt.RUN_ID, pa.string())])
+            m.columns = {f.name: str(f.type) for f in schema}
+            self._ensure_schema_file(schema.empty_table())
         crc = write_parquet(errors, path)
         m.errors.append(Partition(file=path.name, rows=errors.num_rows, bytes=path.stat().st_size,
                                   crc32=crc, run_id=self.run_id, created_at=now()))

@@ -185,3 +185,14 @@ limit = 100
     bad.write_text('source = "x"\nname = "y"\ncolour = "red"\n')
     with pytest.raises(ValidationError, match="Unknown job spec field\\(s\\) \\['colour'\\]"):
         pipelines.run_job(bad)
+
+
+def test_a_job_where_every_row_fails_still_records_them_and_later_rows_append(store, tmp_path):
+    bad = pd.DataFrame({"id": [1, 2], "review": ["", None]})
+    result = pipelines.embed(store, bad, key="id", text="review", encoder="hash:16", name="r")
+    assert (result.rows_written, result.rows_failed) == (0, 2)
+    assert store.get("r").count() == 0 and store.sql("select count(*) from r").fetchone()[0] == 0
+    assert store.sql('select count(*) from "r@errors"').fetchone()[0] == 2
+    good = pd.DataFrame({"id": [1, 2], "review": ["now fine", "also fine"]})
+    assert pipelines.embed(store, good, key="id", text="review", encoder="hash:16", name="r").rows_written == 2
+    assert store.sql("select count(*) from r").fetchone()[0] == 2 and store.doctor().ok
