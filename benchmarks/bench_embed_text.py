@@ -63,7 +63,7 @@ def run_job(source: Path, root: Path, **options) -> tuple[float, object]:
     shutil.rmtree(root, ignore_errors=True)
     store = featurestore.open(root)
     t0 = time.perf_counter()
-    result = pipelines.embed(store, source, key="id", text="text", encoder=MODEL, name="bench", progress=False, **options)
+    pipelines.embed(store, source, key="id", text="text", encoder=MODEL, name="bench", progress=False, **options)
     return time.perf_counter() - t0, store
 
 

@@ -7,7 +7,6 @@ or a BI tool. The file is only an index: ``featurestore doctor --rebuild`` (or t
 
 from __future__ import annotations
 
-import logging
 import time
 import warnings
 from collections.abc import Iterable
@@ -20,7 +19,6 @@ from ._lock import FileLock
 from ._manifest import Manifest
 from ._format import EMBEDDING
 
-log = logging.getLogger(__name__)
 CATALOG = "catalog.duckdb"
 STALE_MARKER = "catalog.stale"
 SCHEMA_FILE = "schema.parquet"

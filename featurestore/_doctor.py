@@ -140,7 +140,7 @@ def _catalog_problem(store: "Store") -> str | None:
     if have != want:
         missing, extra = sorted(want - have), sorted(have - want)
         return f"catalog views differ from the manifests (missing {missing}, unexpected {extra})"
-    for vdir, m, _ in entries:
+    for _, m, _ in entries:
         text = sql.get(version_view(m.name, m.version), "")
         if any(p.file not in text for p in m.partitions):
             return f"catalog view of {m.name!r} v{m.version} misses committed partitions"

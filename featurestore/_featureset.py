@@ -49,8 +49,7 @@ def read_latest(version_dir: Path, m: Manifest, columns: list[str] | None = None
 class FeatureSet:
     """One version of a feature set. Cheap to create: nothing is read until asked for."""
 
-    def __init__(self, root: Path, version_dir: Path, manifest: Manifest, *, latest: bool) -> None:
-        self._root = root
+    def __init__(self, version_dir: Path, manifest: Manifest, *, latest: bool) -> None:
         self.path = version_dir
         self.manifest = manifest
         self.latest = latest

@@ -77,7 +77,7 @@ class Store:
         if v not in versions:
             raise FeatureSetNotFoundError(f"Feature set {name!r} has no version {v}. Versions: {versions}.")
         vdir = self.root / "sets" / name / f"v{v}"
-        return FeatureSet(self.root, vdir, read_manifest(vdir), latest=(v == versions[-1]))
+        return FeatureSet(vdir, read_manifest(vdir), latest=(v == versions[-1]))
 
     def __contains__(self, name: str) -> bool:
         return name in self.names()

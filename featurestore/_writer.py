@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import _format as fmt
@@ -95,7 +94,6 @@ class Writer:
         self.version_dir: Path | None = None
         self._committed: dict[Any, str] | None = None
         self._last_catalog = 0.0
-        self._dirty_catalog = False
         self.stats = {"rows_written": 0, "rows_skipped": 0, "rows_failed": 0, "partitions": 0}
         self.run: dict[str, Any] = {"run_id": self.run_id, "status": "running", "started_at": now(),
                                     **dict(run_info or {})}
@@ -359,14 +357,16 @@ class Writer:
     def _write_manifest(self) -> None:
         self._update_run()
         write_manifest(self.version_dir, self.manifest)
-        self._dirty_catalog = True
         if time.monotonic() - self._last_catalog > _CATALOG_REFRESH_S:
             self._refresh_catalog()
 
-    def _update_run(self) -> None:
-        seconds = time.perf_counter() - self._t0
-        self.run.update(self.stats, seconds=round(seconds, 3))
-        self.run.pop("partitions", None)
+    def _stamp_run(self) -> None:
+        """Copy the counters and elapsed seconds into the run record."""
+        counters = {k: v for k, v in self.stats.items() if k != "partitions"}
+        self.run.update(counters, seconds=round(time.perf_counter() - self._t0, 3))
+
+    def _record_run(self) -> None:
+        """Put the run record into the manifest (written by the caller)."""
         runs = self.manifest.runs
         for i, r in enumerate(runs):
             if r["run_id"] == self.run_id:
@@ -375,29 +375,26 @@ class Writer:
         else:
             runs.append(dict(self.run))
 
+    def _update_run(self) -> None:
+        self._stamp_run()
+        self._record_run()
+
     def _refresh_catalog(self) -> None:
         self.store._write_catalog()
         self._last_catalog = time.monotonic()
-        self._dirty_catalog = False
 
     def finish(self, status: str = "ok", **info: Any) -> dict[str, Any]:
         """Close the run record (rows read/written/skipped/failed, seconds, rows/s) and refresh the catalog."""
         if self.run.get("status") != "running":
             return self.run
-        self.run.update(info)
-        self.run["status"] = status
-        self.run["finished_at"] = now()
-        if self.manifest is not None and (self.manifest.partitions or self.manifest.errors or self.version_dir.joinpath("manifest.json").exists()):
-            self._update_run()
-            seconds = max(self.run["seconds"], 1e-9)
-            done = self.run.get("rows_read", self.stats["rows_written"] + self.stats["rows_skipped"])
-            self.run["rows_per_s"] = round(done / seconds, 1)
-            self._update_run()
+        self.run.update(info, status=status, finished_at=now())
+        self._stamp_run()
+        done = self.run.get("rows_read", self.stats["rows_written"] + self.stats["rows_skipped"])
+        self.run["rows_per_s"] = round(done / max(self.run["seconds"], 1e-9), 1)
+        if self.manifest is not None and (self.version_dir / "manifest.json").exists():
+            self._record_run()
             write_manifest(self.version_dir, self.manifest)
             self._refresh_catalog()
-        else:
-            self.run["seconds"] = round(time.perf_counter() - self._t0, 3)
-            self.run.update(self.stats)
         return self.run
 
 

@@ -34,20 +34,15 @@ class HashEncoder(Encoder):
         self,
         model: str = "64",
         *,
-        device: str | None = None,
-        batch_size: int | None = None,
-        max_batch_tokens: int | None = None,
-        max_seq_length: int | None = None,
         normalize: bool | None = None,
         layer: int | None = None,
         pooling: str | None = None,
         dtype: str = "float32",
-        precision: str = "auto",
-        backend: str = "auto",
-        allow_download: bool = False,
+        **runtime_options: Any,
     ) -> None:
-        # Run-time options (device, batch sizes, backend...) are accepted so that a job can switch between
-        # encoders without editing its options; they change nothing here.
+        # The run-time options of TEXT_OPTIONS (device, batch sizes, backend...) are accepted, after get_encoder has
+        # checked their names, so that a job can switch between encoders without editing its options; they change
+        # nothing here.
         owner = "the 'hash' encoder"
         try:
             dim = int(model)

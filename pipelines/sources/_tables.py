@@ -107,8 +107,8 @@ class TableSource:
 
     def read_columns(self, columns: Sequence[str]) -> pa.Table:
         """A few (small) columns of every row, e.g. the keys for the up-front null/duplicate check."""
-        return pa.Table.from_batches(list(self.batches(columns)), schema=None) if self.count_rows() else pa.table(
-            {c: pa.array([], pa.string()) for c in columns})
+        batches = list(self.batches(columns))
+        return pa.Table.from_batches(batches) if batches else pa.table({c: pa.array([], pa.string()) for c in columns})
 
     def _dataset(self):
         import pyarrow.dataset as ds

@@ -11,7 +11,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import featurestore
 import pipelines
 
 pytestmark = pytest.mark.slow

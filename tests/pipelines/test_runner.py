@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import featurestore
 import pipelines
 from featurestore import ValidationError
 from featurestore.encoders import get_encoder
