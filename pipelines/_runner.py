@@ -8,6 +8,7 @@ with exactly the source's rows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -45,6 +46,8 @@ class EmbedResult:
     seconds: float
     run_id: str
     errors_by_reason: dict[str, int] = field(default_factory=dict)
+    #: how the encoder ran (device, backend, precision, versions), as stored with the partitions
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows_per_s(self) -> float:
@@ -67,42 +70,113 @@ def embed(store: featurestore.Store | str | os.PathLike[str], source: Any, *, ke
     ``batch_size``, ``max_seq_length``, ``normalize``, ``layer``, ``pooling``, ``dtype``, ``backend``, ``precision``)
     go to the encoder. ``version="auto"`` appends to the version with the same encoder spec or starts a new one.
     """
-    from featurestore.encoders import get_encoder
+    _check_options(encoder_options)
+    options = {k: v for k, v in encoder_options.items() if v is not None}
+    targets = [(name, _build_encoder(encoder, options))]
+    return _run(store, source, targets, key=key, text=text, version=version, chunk_rows=chunk_rows,
+                partition_rows=partition_rows, progress=progress, on_progress=on_progress,
+                lock_timeout=lock_timeout, limit=limit)[0]
 
+
+def embed_layers(store: featurestore.Store | str | os.PathLike[str], source: Any, *, name: str,
+                 layers: Sequence[int | None], key: str | Sequence[str] = "id", text: str = "text",
+                 encoder: str = "sentence-transformers:all-MiniLM-L6-v2", version: int | str = "auto",
+                 chunk_rows: int | None = None, partition_rows: int = 10_000, progress: bool | None = None,
+                 on_progress: ProgressCallback | None = None, lock_timeout: float = 60.0, limit: int | None = None,
+                 **encoder_options: Any) -> list[EmbedResult]:
+    """Embed several hidden layers of one model into one feature set each, in a single pass over the source.
+
+    Layer ``k`` goes to ``layer_name(name, k)`` (``reviews_minilm_layer3``, ``reviews_minilm_layer_m1`` for -1), and
+    ``None`` to ``name`` itself (the model's own output, which ignores ``pooling``). Models run by the sentence-transformers encoder compute
+    every layer in one forward pass per batch, so N layers cost about one. Each set resumes on its own: a rerun
+    encodes only rows some set still lacks. Returns one result per layer, in order.
+    """
+    _check_options(encoder_options)
+    if "layer" in encoder_options:
+        raise ValueError("embed_layers() takes the layers as `layers=[...]`, not `layer=`.")
+    if not isinstance(encoder, str):
+        raise TypeError(f"embed_layers() needs an encoder name such as 'sentence-transformers:all-MiniLM-L6-v2', "
+                        f"got {type(encoder).__name__}.")
+    layers = list(layers)
+    if not layers:
+        raise ValueError("embed_layers() needs at least one layer.")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"Repeated layer in {layers}: each layer is one feature set.")
+    options = {k: v for k, v in encoder_options.items() if v is not None}
+    own = {k: v for k, v in options.items() if k != "pooling"}  # the model's own output has its own pooling
+    targets = [(name, _build_encoder(encoder, own)) if k is None
+               else (layer_name(name, k), _build_encoder(encoder, {**options, "layer": k})) for k in layers]
+    return _run(store, source, targets, key=key, text=text, version=version, chunk_rows=chunk_rows,
+                partition_rows=partition_rows, progress=progress, on_progress=on_progress,
+                lock_timeout=lock_timeout, limit=limit)
+
+
+def layer_name(name: str, layer: int) -> str:
+    """``reviews_minilm`` + layer 3 -> ``reviews_minilm_layer3``; layer -1 -> ``reviews_minilm_layer_m1``."""
+    return f"{name}_layer{layer}" if layer >= 0 else f"{name}_layer_m{-layer}"
+
+
+def _check_options(encoder_options: dict[str, Any]) -> None:
     unknown = sorted(set(encoder_options) - set(ENCODER_OPTIONS))
     if unknown:
         raise ValueError(f"Unknown option(s) {unknown} for embed(). Valid encoder options: {list(ENCODER_OPTIONS)}")
+
+
+def _build_encoder(encoder: str | Any, options: dict[str, Any]) -> Any:
+    from featurestore.encoders import get_encoder
+
+    options = {k: v for k, v in options.items() if v is not None}
+    return get_encoder(encoder, **options) if isinstance(encoder, str) else encoder
+
+
+def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, targets: list[tuple[str, Any]], *,
+         key: str | Sequence[str], text: str, version: int | str, chunk_rows: int | None, partition_rows: int,
+         progress: bool | None, on_progress: ProgressCallback | None, lock_timeout: float,
+         limit: int | None) -> list[EmbedResult]:
+    """One pass over ``source`` writing each (feature set, encoder) target; the first encoder leads the pass."""
     store = store if isinstance(store, featurestore.Store) else featurestore.open(store)
-    validate_name(name)
+    names = [n for n, _ in targets]
+    for n in names:
+        validate_name(n)
+    if len(set(names)) != len(names):
+        raise ValueError(f"Two targets write the same feature set: {names}")
     keys = [key] if isinstance(key, str) else list(key)
     if text in keys:
         raise ValidationError(f"The text column {text!r} cannot also be a key column.")
     src = open_source(source)
     src.check_columns([*keys, text])
     total = _check_source_keys(src, keys, limit)
-    options = {k: v for k, v in encoder_options.items() if v is not None}
-    enc = get_encoder(encoder, **options) if isinstance(encoder, str) else encoder
-    spec = enc.spec()
-    fingerprint = fmt.spec_fingerprint(spec)
-    provenance = {**enc.provenance(), "source": src.description, "source_fingerprint": src.fingerprint()}
-    chunk_rows = chunk_rows or _default_chunk_rows(enc)
-    run_info = {"source": src.description, "encoder": spec.get("encoder")}
+    lead = targets[0][1]
+    chunk_rows = chunk_rows or _default_chunk_rows(lead)
     t0 = time.perf_counter()
-    with store.writer(name, key=keys, spec=spec, version=version, provenance=provenance,
-                      lock_timeout=lock_timeout, run_info=run_info) as writer, \
-            rich_progress(f"embed {name}", total, enabled=progress_enabled(progress)) as bar:
+    label = names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1}"
+    with contextlib.ExitStack() as stack:
+        sinks = []
+        for set_name, enc in targets:
+            spec = enc.spec()
+            provenance = {**enc.provenance(), "source": src.description, "source_fingerprint": src.fingerprint()}
+            run_info = {"source": src.description, "encoder": spec.get("encoder")}
+            writer = stack.enter_context(store.writer(set_name, key=keys, spec=spec, version=version,
+                                                      provenance=provenance, lock_timeout=lock_timeout,
+                                                      run_info=run_info))
+            sinks.append(_Sink(writer, enc, fmt.spec_fingerprint(spec)))
+        bar = stack.enter_context(rich_progress(f"embed {label}", total, enabled=progress_enabled(progress)))
+
         def report(done: int) -> None:
             bar(done)
             if on_progress is not None:
                 on_progress(done, total)
 
-        job = _Job(writer, enc, keys, text, fingerprint, chunk_rows, partition_rows, report)
+        job = _Job(sinks, keys, text, chunk_rows, partition_rows, report)
         job.run(src, limit)
-        run = writer.finish("ok", rows_read=job.rows_read)
-    return EmbedResult(name=name, version=writer.manifest.version if writer.manifest else None,
-                       rows_read=job.rows_read, rows_written=run.get("rows_written", 0),
-                       rows_skipped=run.get("rows_skipped", 0), rows_failed=run.get("rows_failed", 0),
-                       seconds=time.perf_counter() - t0, run_id=writer.run_id, errors_by_reason=job.error_counts)
+        runs = [sink.writer.finish("ok", rows_read=job.rows_read) for sink in sinks]
+    seconds = time.perf_counter() - t0
+    return [EmbedResult(name=n, version=sink.writer.manifest.version if sink.writer.manifest else None,
+                        rows_read=job.rows_read, rows_written=run.get("rows_written", 0),
+                        rows_skipped=run.get("rows_skipped", 0), rows_failed=run.get("rows_failed", 0),
+                        seconds=seconds, run_id=sink.writer.run_id, errors_by_reason=dict(job.error_counts),
+                        provenance=sink.encoder.provenance())
+            for n, sink, run in zip(names, sinks, runs)]
 
 
 def _default_chunk_rows(enc: Any) -> int:
@@ -122,20 +196,31 @@ def _check_source_keys(src: TableSource, keys: list[str], limit: int | None) -> 
     return table.num_rows
 
 
-class _Job:
-    """One run's moving parts; ``run`` is the loop, the rest are its steps."""
+class _Sink:
+    """One feature set a job writes: its writer, its encoder, and what it already holds."""
 
-    def __init__(self, writer: featurestore.Writer, enc: Any, keys: list[str], text: str, fingerprint: str,
-                 chunk_rows: int, partition_rows: int, report: Any) -> None:
-        self.writer, self.enc, self.keys, self.text = writer, enc, keys, text
-        self.fingerprint, self.chunk_rows, self.partition_rows, self.report = fingerprint, chunk_rows, partition_rows, report
+    def __init__(self, writer: featurestore.Writer, encoder: Any, fingerprint: str) -> None:
+        self.writer, self.encoder, self.fingerprint = writer, encoder, fingerprint
         self.committed = writer.committed_hashes()
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+
+
+class _Job:
+    """One run's moving parts; ``run`` is the loop, the rest are its steps.
+
+    Rows flow once through the lead encoder's pass; each sink takes the rows it lacks (its own content hash, so a
+    set that is complete skips them while another set still gets them).
+    """
+
+    def __init__(self, sinks: list[_Sink], keys: list[str], text: str, chunk_rows: int, partition_rows: int,
+                 report: Any) -> None:
+        self.sinks, self.keys, self.text = sinks, keys, text
+        self.chunk_rows, self.partition_rows, self.report = chunk_rows, partition_rows, report
         self.rows_read = 0
         self.done = 0
         self.error_counts: dict[str, int] = {}
         self._errors: list[pa.Table] = []
-        self._pending: list[pa.Table] = []
-        self._pending_rows = 0
         self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurestore-commit")
         self._inflight: Future | None = None
 
@@ -149,18 +234,22 @@ class _Job:
                     meta.append(chunk)
                     yield chunk.column(self.text).to_pylist()
 
-            for vectors in self.enc.encode_batches(texts()):
-                chunk = meta.pop(0)
-                self._add(chunk, vectors)
+            lead, *others = [sink.encoder for sink in self.sinks]
+            stream = (lead.encode_batches_with(others, texts()) if others
+                      else ([v] for v in lead.encode_batches(texts())))
+            for vectors in stream:
+                self._add(meta.pop(0), vectors)
             self._flush(force=True)
             self._wait()
             if self._errors:
-                self.writer.record_errors(pa.concat_tables(self._errors))
+                errors = pa.concat_tables(self._errors)
+                for sink in self.sinks:
+                    sink.writer.record_errors(errors)
         finally:
             self._commits.shutdown(wait=True)
 
     def _chunks(self, src: TableSource, limit: int | None) -> Iterator[pa.Table]:
-        """Batches of (keys, content_hash, text) that still need encoding, re-cut to ``chunk_rows``."""
+        """Batches of (keys, content hashes, needs, text) that still need encoding, re-cut to ``chunk_rows``."""
         buf: list[pa.Table] = []
         rows = 0
         binary = [self.text] if src.format == "csv" else []
@@ -183,7 +272,10 @@ class _Job:
             yield pa.concat_tables(buf)
 
     def _screen(self, table: pa.Table) -> pa.Table:
-        """Set aside bad rows, hash the good ones, drop those already committed; returns rows to encode."""
+        """Set aside bad rows, hash the good ones per sink, drop rows every sink holds; returns rows to encode.
+
+        Columns: the keys, then ``hash<i>``/``need<i>`` per sink, then the text.
+        """
         texts, reasons = _clean_texts(table.column(self.text))
         bad = np.flatnonzero(reasons != None)  # noqa: E711 - object array comparison
         if len(bad):
@@ -196,36 +288,49 @@ class _Job:
         good = np.flatnonzero(reasons == None)  # noqa: E711
         table = table.select(self.keys).take(pa.array(good))
         good_texts = [texts[i] for i in good.tolist()]
-        hashes = fmt.text_hashes(good_texts, self.fingerprint)
-        table = table.append_column(fmt.CONTENT_HASH, hashes).append_column(self.text, pa.array(good_texts, pa.string()))
-        skipped = len(bad)
-        if self.committed and table.num_rows:
-            tokens = key_tokens(table, self.keys).to_pylist()
-            keep = np.fromiter((self.committed.get(t) != h for t, h in zip(tokens, hashes.to_pylist())), bool, len(tokens))
-            skipped += int((~keep).sum())
-            self.writer.stats["rows_skipped"] += int((~keep).sum())
-            table = table.filter(pa.array(keep))
-        self.done += skipped
+        tokens = key_tokens(table, self.keys).to_pylist() if any(s.committed for s in self.sinks) else None
+        needed = np.zeros(len(good_texts), dtype=bool)
+        for i, sink in enumerate(self.sinks):
+            hashes = fmt.text_hashes(good_texts, sink.fingerprint)
+            need = np.ones(len(good_texts), dtype=bool)
+            if sink.committed and tokens is not None:
+                need = np.fromiter((sink.committed.get(t) != h for t, h in zip(tokens, hashes.to_pylist())),
+                                   bool, len(tokens))
+                sink.writer.stats["rows_skipped"] += int((~need).sum())
+            needed |= need
+            table = table.append_column(f"hash{i}", hashes).append_column(f"need{i}", pa.array(need))
+        table = table.append_column(self.text, pa.array(good_texts, pa.string()))
+        self.done += len(bad) + int((~needed).sum())
         self.report(self.done)
-        return table
+        return table.filter(pa.array(needed))
 
-    def _add(self, chunk: pa.Table, vectors: np.ndarray) -> None:
-        if vectors.shape[0] != chunk.num_rows:
-            raise RuntimeError(f"The encoder returned {vectors.shape[0]} vectors for {chunk.num_rows} texts.")
-        part = chunk.drop_columns([self.text]).append_column(fmt.EMBEDDING, fmt.fixed_size_list(vectors))
-        self._pending.append(part)
-        self._pending_rows += part.num_rows
-        self.done += part.num_rows
+    def _add(self, chunk: pa.Table, vectors: list[np.ndarray]) -> None:
+        for i, (sink, block) in enumerate(zip(self.sinks, vectors)):
+            if block.shape[0] != chunk.num_rows:
+                raise RuntimeError(f"The encoder returned {block.shape[0]} vectors for {chunk.num_rows} texts.")
+            need = chunk.column(f"need{i}").to_numpy(zero_copy_only=False)
+            part = chunk.select(self.keys).append_column(fmt.CONTENT_HASH, chunk.column(f"hash{i}"))
+            part = part.append_column(fmt.EMBEDDING, fmt.fixed_size_list(block))
+            if not need.all():
+                part = part.filter(pa.array(need))
+            if not part.num_rows:
+                continue
+            sink.pending.append(part)
+            sink.pending_rows += part.num_rows
+        self.done += chunk.num_rows
         self._flush(force=False)
         self.report(self.done)
 
     def _flush(self, *, force: bool) -> None:
-        if not self._pending or (not force and self._pending_rows < self.partition_rows):
+        ready = [s for s in self.sinks if s.pending and (force or s.pending_rows >= self.partition_rows)]
+        if not ready:
             return
-        table = pa.concat_tables(self._pending)
-        self._pending, self._pending_rows = [], 0
+        parts = []
+        for sink in ready:
+            parts.append((sink.writer, pa.concat_tables(sink.pending)))
+            sink.pending, sink.pending_rows = [], 0
         self._wait()  # at most one commit in flight: bounded memory, ordered partitions
-        self._inflight = self._commits.submit(self.writer.append, table)
+        self._inflight = self._commits.submit(lambda: [writer.append(table) for writer, table in parts])
 
     def _wait(self) -> None:
         if self._inflight is not None:

@@ -7,7 +7,7 @@ key = "id"
 text = "review"
 encoder = "sentence-transformers:all-MiniLM-L6-v2"
 name = "reviews_minilm"
-layers = [3, -1]          # optional: one feature set per hidden layer, named <name>_layer<k>
+layers = [3, -1]          # optional: one feature set per hidden layer, named <name>_layer<k>, one pass
 [options]                 # optional encoder options
 pooling = "mean"
 batch_size = 32
@@ -73,25 +73,20 @@ class JobSpec:
                     data[k] = str((base / data[k]).resolve())
         return cls(**data)
 
-    def jobs(self) -> list[tuple[str, dict[str, Any]]]:
-        """(feature set name, encoder options) per job: one per requested layer, or one."""
-        if not self.layers:
-            return [(self.name, dict(self.options))]
-        return [(layer_name(self.name, k), {**self.options, "layer": k}) for k in self.layers]
+    def set_names(self) -> list[str]:
+        """The feature sets this job writes: one per requested layer, or one."""
+        from ._runner import layer_name
 
-
-def layer_name(name: str, layer: int) -> str:
-    """``reviews_minilm`` + layer 3 -> ``reviews_minilm_layer3``; layer -1 -> ``reviews_minilm_layer_m1``."""
-    return f"{name}_layer{layer}" if layer >= 0 else f"{name}_layer_m{-layer}"
+        return [layer_name(self.name, k) for k in self.layers] if self.layers else [self.name]
 
 
 def run_job(spec: JobSpec | str | Path, **overrides: Any) -> list[Any]:
-    """Run every embedding job of a spec (one per layer); returns their results."""
-    from ._runner import embed
+    """Run a spec's embedding job (all its layers in one pass over the source); returns one result per set."""
+    from ._runner import embed, embed_layers
 
     spec = spec if isinstance(spec, JobSpec) else JobSpec.from_toml(spec)
-    results = []
-    for name, options in spec.jobs():
-        results.append(embed(spec.store, spec.source, key=spec.key, text=spec.text, encoder=spec.encoder,
-                             name=name, version=spec.version, limit=spec.limit, **options, **overrides))
-    return results
+    common = dict(key=spec.key, text=spec.text, encoder=spec.encoder, version=spec.version, limit=spec.limit,
+                  **spec.options, **overrides)
+    if spec.layers:
+        return embed_layers(spec.store, spec.source, name=spec.name, layers=spec.layers, **common)
+    return [embed(spec.store, spec.source, name=spec.name, **common)]

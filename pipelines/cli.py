@@ -190,7 +190,7 @@ def sql(query: str, store_path: str, fmt: str, as_json: bool, max_rows: int) -> 
 @click.option("--encoder", "-e", envvar="FEATURESTORE_ENCODER", help="e.g. sentence-transformers:all-MiniLM-L6-v2 or hash:64.")
 @click.option("--name", "-n", help="Feature set to write.")
 @click.option("--version", "version", default=None, help="auto (default: same spec appends, new spec = new version), new, or a number.")
-@click.option("--layer", "layers", multiple=True, type=int, help="Hidden layer (0 = embeddings, -1 = last); repeat for several: one feature set per layer, named NAME_layerK.")
+@click.option("--layer", "layers", multiple=True, type=int, help="Hidden layer (0 = embeddings, -1 = last); repeat for several: one feature set per layer, named NAME_layerK, all from one forward pass.")
 @click.option("--pooling", type=click.Choice(["mean", "cls"]), help="Pooling of a hidden layer.")
 @click.option("--device", help="cuda, mps or cpu (default: the best available).")
 @click.option("--batch-size", type=int, help="Texts per forward pass (default: chosen by device).")
@@ -198,7 +198,7 @@ def sql(query: str, store_path: str, fmt: str, as_json: bool, max_rows: int) -> 
 @click.option("--normalize/--no-normalize", default=None, help="L2-normalise embeddings (default: the model's own).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), help="Stored dtype (default float32).")
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]), help="auto: ONNX Runtime on CPU when installed, torch on GPU.")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="GPU autocast precision (default: bf16 where supported).")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="Autocast precision. auto: bf16/fp16 on GPUs, fp32 on CPU; bf16 on CPUs with AMX is 2-3x faster (cosine to fp32 >= 0.9999).")
 @click.option("--limit", type=int, help="Only the first N source rows.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @json_option
@@ -215,7 +215,7 @@ def embed(spec_path, store_path, source, keys, text, encoder, name, version, lay
 
     A rerun skips rows already embedded; rows with null, empty or non-text values go to NAME's errors table.
     """
-    from . import JobSpec, embed as run_embed
+    from . import JobSpec, run_job
 
     ctx = click.get_current_context()
     given = lambda p: ctx.get_parameter_source(p) not in (None, click.core.ParameterSource.DEFAULT)  # noqa: E731
@@ -247,12 +247,10 @@ def embed(spec_path, store_path, source, keys, text, encoder, name, version, lay
     flags = {"pooling": pooling, "device": device, "batch_size": batch_size, "max_seq_length": max_seq_length,
              "normalize": normalize, "dtype": dtype, "backend": backend, "precision": precision}
     job.options.update({k: v for k, v in flags.items() if v is not None})
-    store = featurestore.open(job.store)
     results = []
-    for set_name, options in job.jobs():
-        r = run_embed(store, job.source, key=job.key, text=job.text, encoder=job.encoder, name=set_name,
-                      version=job.version, limit=job.limit, progress=progress, **options)
+    for r in run_job(job, progress=progress):  # every layer in one pass over the source
         results.append(r.to_dict())
+        set_name = r.name
         if not as_json:
             click.echo(f"{set_name} v{r.version}: read {r.rows_read:,}, wrote {r.rows_written:,}, "
                        f"skipped {r.rows_skipped:,} already stored, failed {r.rows_failed:,} "
@@ -262,6 +260,19 @@ def embed(spec_path, store_path, source, keys, text, encoder, name, version, lay
                 click.echo(f"  failed rows by reason: {reasons}; see the view \"{set_name}@errors\"", err=True)
     if as_json:
         _echo_json(results if len(results) > 1 else results[0])
+    elif precision is None and "precision" not in job.options and _bf16_would_help(results):
+        click.echo("tip: this CPU multiplies bf16 in hardware (AMX/AVX512-BF16); --precision bf16 is typically 2-3x "
+                   "faster with vectors within cosine 0.9999 of fp32 (same spec, so it appends to this version).",
+                   err=True)
+
+
+def _bf16_would_help(results: list[dict]) -> bool:
+    """A CPU fp32 run of a model that can autocast, on a CPU with bf16 matrix units."""
+    from featurestore.encoders._base import native_cpu_precision
+
+    ran = [r.get("provenance", {}) for r in results if r.get("rows_written")]
+    cpu_fp32 = any(p.get("device") == "cpu" and p.get("precision") == "fp32" for p in ran)
+    return cpu_fp32 and bool(native_cpu_precision("bf16"))
 
 
 @cli.command()

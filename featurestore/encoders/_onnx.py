@@ -34,7 +34,7 @@ from featurestore.encoders._base import l2_normalize
 from featurestore.encoders._batching import TextTokenizer
 from featurestore.encoders._cache import cache_dir, cache_dir_overridden
 from featurestore.encoders._model_info import ModelInfo
-from featurestore.encoders._pooling import pool
+from featurestore.encoders._pooling import Head, pool
 from featurestore.errors import EncoderNotAvailableError
 
 __all__ = ["OnnxExport", "ensure_export", "OnnxRunner"]
@@ -105,13 +105,16 @@ def ensure_export(info: ModelInfo, weights_sha256: str, *, int8: bool) -> OnnxEx
 
 
 class OnnxRunner:
-    """Runs an exported transformer with ONNX Runtime on CPU and pools the chosen hidden state in numpy."""
+    """Runs an exported transformer with ONNX Runtime on CPU and pools the chosen hidden states in numpy.
+
+    Each head adds its columns to the returned array; the hidden states they need come from one ``session.run``.
+    """
 
     in_flight = 0
 
-    def __init__(
-        self, export: OnnxExport, *, int8: bool, layer: int, pooling: Sequence[str], normalize: bool, threads: int
-    ) -> None:
+    def __init__(self, export: OnnxExport, *, int8: bool, heads: Sequence[Head], threads: int) -> None:
+        if not heads or any(h.layer is None for h in heads):
+            raise ValueError("The ONNX backend pools hidden states: every head needs a layer.")
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -129,9 +132,8 @@ class OnnxRunner:
             _SESSIONS[key] = session
         self._session = session
         self._inputs = list(export.meta["inputs"])
-        self._output = [f"hidden_{layer}"]
-        self._pooling = tuple(pooling)
-        self._normalize = normalize
+        self._heads = tuple(heads)
+        self._outputs = list(dict.fromkeys(f"hidden_{h.layer}" for h in heads))
 
     def prepare(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -140,9 +142,12 @@ class OnnxRunner:
         return feed
 
     def submit(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        hidden = self._session.run(self._output, feed)[0]
-        vectors = pool(hidden, feed["attention_mask"], self._pooling)
-        return l2_normalize(vectors) if self._normalize else vectors
+        hidden = dict(zip(self._outputs, self._session.run(self._outputs, feed)))
+        parts = []
+        for head in self._heads:
+            vectors = pool(hidden[f"hidden_{head.layer}"], feed["attention_mask"], head.modes)
+            parts.append(l2_normalize(vectors) if head.normalize else vectors)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
     def collect(self, handle: np.ndarray) -> np.ndarray:
         return handle

@@ -7,10 +7,25 @@ layer chosen, so one exported file serves every ``layer``/``pooling`` combinatio
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["pool"]
+__all__ = ["Head", "pool"]
+
+
+@dataclass(frozen=True)
+class Head:
+    """One vector per text taken from a forward pass: hidden state ``layer`` pooled by ``modes``, maybe normalised.
+
+    Several heads can share one pass (``--layer 3 --layer -1`` costs one forward pass, not two). ``layer=None``
+    means the model's own module pipeline (torch only, and alone).
+    """
+
+    layer: int | None
+    modes: tuple[str, ...]
+    normalize: bool
+    dim: int
 
 
 def pool(hidden: np.ndarray, attention_mask: np.ndarray, modes: Sequence[str]) -> np.ndarray:
@@ -19,7 +34,7 @@ def pool(hidden: np.ndarray, attention_mask: np.ndarray, modes: Sequence[str]) -
     mean_sum = counts = None
     for mode in modes:
         if mode == "cls":
-            parts.append(hidden[:, 0])  # right padding: the first token is the first unmasked one
+            parts.append(hidden[:, 0].copy())  # right padding: token 0 is unmasked; a copy, normalised in place later
         elif mode == "max":
             masked = np.where(attention_mask[:, :, None].astype(bool), hidden, np.float32(-np.inf))
             parts.append(masked.max(axis=1))

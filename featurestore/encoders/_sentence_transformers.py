@@ -8,6 +8,8 @@ One encoder, two backends:
 Layer selection (``layer=k``, ``pooling="mean"|"cls"``) pools hidden state ``k`` of the transformer
 (0 = embedding output, negative counts from the end) instead of running the model's own pooling modules.
 Both backends share the tokenization and batching loop in _batching.py, so their vectors are the same.
+Encoders of one model that differ only in layer/pooling/normalize/dtype share forward passes through
+``encode_batches_with``: each is a ``Head`` on the same pass, so N layers cost about one.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ from featurestore.encoders._base import (
     check_positive_int,
     check_texts,
     cpu_threads,
+    native_cpu_precision,
 )
 from featurestore.encoders._batching import TextTokenizer, run_chunks
 from featurestore.encoders._cache import files_sha256
 from featurestore.encoders._model_info import SIMPLE_POOLING, ModelInfo, read_model_info
+from featurestore.encoders._pooling import Head
 from featurestore.encoders._registry import register
 from featurestore.encoders._resolve import ResolvedModel, resolve_model
 from featurestore.errors import EncoderNotAvailableError
@@ -47,6 +51,7 @@ _INSTALL = "The sentence-transformers encoders need sentence-transformers and to
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LAYER_POOLING = ("mean", "cls")
+_NATIVE_UNITS = {"bf16": "AMX-BF16 or AVX512-BF16 instructions", "fp16": "AMX-FP16 instructions"}
 
 # Mini-batch sizes when no batch_size is given: a budget of padded tokens (rows x longest row) and a row cap.
 # Measured with benchmarks/bench_encoder_backends.py --tune on 2 cores (Xeon, AVX-512), all-MiniLM-L6-v2, 3,000
@@ -57,6 +62,8 @@ LAYER_POOLING = ("mean", "cls")
 # GPU budget is a conservative fill for a >= 16 GB card.
 _CPU_ONNX_TOKENS = 512
 _CPU_TORCH_TOKENS = 1024
+# bf16 on AMX (6,000 review sentences, job/plain fp32 encode): 512 tokens 1.99x, 1024 2.66x, 2048 2.84x, 4096 2.74x.
+_CPU_AMX_TOKENS = 2048
 _CPU_MAX_ROWS = 128
 _GPU_TOKENS = 32768
 _GPU_MAX_ROWS = 1024
@@ -145,6 +152,8 @@ class SentenceTransformerEncoder(Encoder):
         self._runner: Any = None
         self._tokenizer: TextTokenizer | None = None
         self._st_model: Any = None
+        self._export: Any = None
+        self._input_names: tuple[str, ...] = ()
         self._onnx_file: str | None = None
 
     # -- identity -------------------------------------------------------------------------------------------
@@ -231,6 +240,38 @@ class SentenceTransformerEncoder(Encoder):
     def encode_batches(self, chunks: Iterable[Sequence[str]]) -> Iterator[np.ndarray]:
         return self._stream(chunks, batch_size=self.batch_size)
 
+    def encode_batches_with(
+        self, others: Sequence[Encoder], chunks: Iterable[Sequence[str]]
+    ) -> Iterator[list[np.ndarray]]:
+        """One forward pass per mini-batch for all of them when they differ only in layer/pooling/normalize/dtype."""
+        if others and all(self._shares_pass(o) for o in others):
+            self._load()
+        if not others or self._runner is None or not all(self._shares_pass(o) for o in others):
+            yield from super().encode_batches_with(others, chunks)  # separately, pass after pass
+            return
+        encoders = [self, *others]
+        heads = [e._head() for e in encoders]  # type: ignore[attr-defined]
+        runner = self._make_runner(heads)
+        edges = np.cumsum([0, *(h.dim for h in heads)])
+        try:
+            for block in self._stream(chunks, batch_size=self.batch_size, runner=runner, dim=int(edges[-1]),
+                                      dtype="float32"):
+                yield [block[:, a:b].astype(e._dtype) for e, a, b in zip(encoders, edges, edges[1:])]  # type: ignore[attr-defined]
+        finally:
+            runner.close()
+
+    def _shares_pass(self, other: Encoder) -> bool:
+        """Same model, truncation, device/backend/precision and batching; both pool hidden states themselves."""
+        return (
+            isinstance(other, SentenceTransformerEncoder)
+            and other._resolved.path == self._resolved.path
+            and other._max_seq_length == self._max_seq_length
+            and (other.batch_size, other.max_batch_tokens) == (self.batch_size, self.max_batch_tokens)
+            and other._resolve_plan() == self._resolve_plan()
+            and self._head().layer is not None
+            and other._head().layer is not None
+        )
+
     def _stream(
         self,
         chunks: Iterable[Sequence[str]],
@@ -238,6 +279,9 @@ class SentenceTransformerEncoder(Encoder):
         batch_size: int | None,
         on_rows: Any = None,
         outputs: Iterator[np.ndarray] | None = None,
+        runner: Any = None,
+        dim: int | None = None,
+        dtype: str | None = None,
     ) -> Iterator[np.ndarray]:
         self._load()
         plan = self._resolve_plan()
@@ -247,9 +291,9 @@ class SentenceTransformerEncoder(Encoder):
         return run_chunks(
             chunks,
             tokenizer=self._tokenizer,
-            runner=self._runner,
-            dim=self._dim,
-            dtype=self._dtype,
+            runner=runner or self._runner,
+            dim=dim or self._dim,
+            dtype=dtype or self._dtype,
             batch_size=batch_size,
             max_tokens=tokens,
             max_rows=rows,
@@ -281,7 +325,7 @@ class SentenceTransformerEncoder(Encoder):
         device = (self._plan or {}).get("device", "cpu")
         if self._runner is not None and hasattr(self._runner, "close"):
             self._runner.close()
-        self._runner = self._tokenizer = self._st_model = None
+        self._runner = self._tokenizer = self._st_model = self._export = None
         gc.collect()
         if device.startswith("cuda") and "torch" in sys.modules:
             sys.modules["torch"].cuda.empty_cache()
@@ -314,6 +358,13 @@ class SentenceTransformerEncoder(Encoder):
                 import torch
 
                 precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif device == "cpu" and precision != "fp32" and native_cpu_precision(precision) is False:
+            warnings.warn(
+                f"precision={precision!r} on a CPU without {_NATIVE_UNITS[precision]}: torch emulates it, no "
+                "faster than fp32 and less exact. Use precision='fp32' (the CPU default).",
+                RuntimeWarning,
+                stacklevel=4,
+            )
         self._plan = {"device": device, "backend": backend, "precision": precision}
         return self._plan
 
@@ -321,7 +372,10 @@ class SentenceTransformerEncoder(Encoder):
         if self.max_batch_tokens is not None:
             tokens = self.max_batch_tokens
         elif plan["device"] == "cpu":
-            tokens = _CPU_ONNX_TOKENS if plan["backend"].startswith("onnx") else _CPU_TORCH_TOKENS
+            if plan["backend"].startswith("onnx"):
+                tokens = _CPU_ONNX_TOKENS
+            else:
+                tokens = _CPU_TORCH_TOKENS if plan["precision"] == "fp32" else _CPU_AMX_TOKENS
         else:
             tokens = _GPU_TOKENS
         return tokens, (_CPU_MAX_ROWS if plan["device"] == "cpu" else _GPU_MAX_ROWS)
@@ -342,19 +396,12 @@ class SentenceTransformerEncoder(Encoder):
         self._load_torch(plan)
 
     def _load_onnx(self, *, int8: bool) -> None:
-        from featurestore.encoders._onnx import OnnxRunner, ensure_export
+        from featurestore.encoders._onnx import ensure_export
 
         export = ensure_export(self._info, self.weights_sha256, int8=int8)
-        last = self._info.num_layers
         self._tokenizer = export.tokenizer(max_length=self._max_seq_length, lower_case=self._info.do_lower_case)
-        self._runner = OnnxRunner(
-            export,
-            int8=int8,
-            layer=last if self._layer is None else self._layer,
-            pooling=self._pooling,
-            normalize=self._normalize,
-            threads=cpu_threads(),
-        )
+        self._export = export
+        self._runner = self._make_runner([self._head()])
         self._onnx_file = str(self._runner.path)
 
     def _load_torch(self, plan: Mapping[str, str]) -> None:
@@ -382,20 +429,35 @@ class SentenceTransformerEncoder(Encoder):
         self._tokenizer = TextTokenizer(
             backend, max_length=self._max_seq_length, lower_case=self._info.do_lower_case, pad_id=pad_id
         )
-        self._runner = TorchRunner(
-            st,
+        self._input_names = tuple(getattr(hf_tokenizer, "model_input_names", ("input_ids", "attention_mask")))
+        self._runner = self._make_runner([self._head()])
+
+    def _head(self) -> Head:
+        """What this encoder takes from a forward pass."""
+        if self._layer is None and not self._info.simple:
+            return Head(None, (), self._normalize, self._dim)  # the model's own modules (torch)
+        layer = self._info.num_layers if self._layer is None else self._layer
+        return Head(layer, tuple(self._pooling), self._normalize, self._dim)
+
+    def _make_runner(self, heads: Sequence[Head]) -> Any:
+        """A runner over the loaded model (cheap: the model and ONNX session are shared) for these heads."""
+        plan = self._resolve_plan()
+        if plan["backend"].startswith("onnx"):
+            from featurestore.encoders._onnx import OnnxRunner
+
+            return OnnxRunner(self._export, int8=plan["backend"] == "onnx-int8", heads=heads, threads=cpu_threads())
+        return TorchRunner(
+            self._st_model,
             self._info,
             device=plan["device"],
             precision=plan["precision"],
-            layer=self._layer,
-            pooling=self._pooling,
-            normalize=self._normalize,
-            input_names=tuple(getattr(hf_tokenizer, "model_input_names", ("input_ids", "attention_mask"))),
+            heads=heads,
+            input_names=self._input_names,
         )
 
 
 class TorchRunner:
-    """Forward passes with torch: AMP and pinned, non-blocking copies on CUDA; the model's modules or a layer."""
+    """Forward passes with torch: AMP and pinned, non-blocking copies on CUDA; the model's modules or heads."""
 
     def __init__(
         self,
@@ -404,15 +466,14 @@ class TorchRunner:
         *,
         device: str,
         precision: str,
-        layer: int | None,
-        pooling: Sequence[str],
-        normalize: bool,
+        heads: Sequence[Head],
         input_names: Sequence[str],
     ) -> None:
         import torch
 
+        if not heads or (len(heads) > 1 and any(h.layer is None for h in heads)):
+            raise ValueError("The model's own module pipeline (a head without a layer) cannot share a pass.")
         self._torch = torch
-        self._st = st_model
         self._transformer = st_model[0].auto_model
         self._device = torch.device(device)
         self._cuda = self._device.type == "cuda"
@@ -420,12 +481,12 @@ class TorchRunner:
         dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
         self._amp_dtype = dtypes[precision]
         self._type_ids = "token_type_ids" in input_names
-        self._pooling = tuple(pooling)
-        self._normalize = normalize
+        self._heads = tuple(heads)
+        self._last = info.num_layers
         # Our own pooling when we know it exactly (simple pipelines and layers), else the model's modules.
-        self._layer = layer
-        self._own_pooling = layer is not None or info.simple
-        self._last = layer is None or layer == info.num_layers
+        self._own_pooling = heads[0].layer is not None
+        self._all_hidden = any(h.layer != info.num_layers for h in heads)
+        normalize = heads[0].normalize
         modules = list(st_model)
         self._ran_normalize = info.has_normalize and normalize
         if not normalize and modules and type(modules[-1]).__name__ == "Normalize":
@@ -449,17 +510,19 @@ class TorchRunner:
         amp = self._amp_dtype is not None
         with torch.inference_mode(), torch.autocast(self._device.type, dtype=self._amp_dtype, enabled=amp):
             if self._own_pooling:
-                out = self._transformer(**features, output_hidden_states=not self._last, return_dict=True)
-                hidden = out.last_hidden_state if self._last else out.hidden_states[self._layer]
-                vectors = _torch_pool(hidden, mask, self._pooling)
-                normalized = False
+                out = self._transformer(**features, output_hidden_states=self._all_hidden, return_dict=True)
+                parts = []
+                for head in self._heads:
+                    hidden = out.last_hidden_state if head.layer == self._last else out.hidden_states[head.layer]
+                    vectors = _torch_pool(hidden, mask, head.modes)
+                    parts.append(torch.nn.functional.normalize(vectors, p=2, dim=1) if head.normalize else vectors)
+                vectors = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
             else:
                 for module in self._modules:
                     features = module(features)
                 vectors = features["sentence_embedding"].float()
-                normalized = self._ran_normalize
-            if self._normalize and not normalized:
-                vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+                if self._heads[0].normalize and not self._ran_normalize:
+                    vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
         if not self._cuda:
             return vectors.cpu().numpy()  # no-op on CPU; a copy from MPS
         host = self._host_buffer(vectors.shape)
@@ -489,7 +552,7 @@ class TorchRunner:
 
     def close(self) -> None:
         self._host = []
-        self._st = self._transformer = self._modules = None
+        self._transformer = self._modules = None
 
 
 def _torch_pool(hidden: Any, mask: Any, modes: Sequence[str]) -> Any:

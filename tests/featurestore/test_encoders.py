@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -336,6 +337,72 @@ def test_int8_is_opt_in_with_its_own_spec(onnx_encoder: Encoder, texts: list[str
     assert cos.mean() > 0.97 and cos.min() > 0.9
     assert Path(int8.provenance()["onnx_file"]).name == "model-int8.onnx"
     assert encoder_from_spec(spec).provenance()["backend"] == "onnx-int8"
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ({"avx2", "avx512f", "amx_bf16", "amx_tile"}, {"bf16": True, "fp16": False}),
+        ({"avx2", "avx512_bf16"}, {"bf16": True, "fp16": False}),
+        ({"avx2", "avx512_fp16"}, {"bf16": False, "fp16": False}),  # fp16 arithmetic, but no fp16 matrix units
+        ({"amx_bf16", "amx_fp16"}, {"bf16": True, "fp16": True}),
+    ],
+)
+def test_native_cpu_precision_reads_the_matrix_unit_flags(
+    monkeypatch: pytest.MonkeyPatch, flags: set[str], expected: dict[str, bool]
+) -> None:
+    from featurestore.encoders import _base
+
+    monkeypatch.setattr(_base, "cpu_flags", lambda: frozenset(flags))
+    assert {p: _base.native_cpu_precision(p) for p in expected} == expected
+
+
+def test_cpu_flags_come_from_proc_cpuinfo_without_torch() -> None:
+    from featurestore.encoders._base import cpu_flags
+
+    flags = cpu_flags()
+    if not Path("/proc/cpuinfo").is_file():
+        assert flags == frozenset()
+    elif platform.machine() == "x86_64":
+        assert {"sse2", "avx"} <= flags and "flags" not in flags and ":" not in flags
+
+
+def test_bf16_on_a_cpu_without_bf16_units_warns_and_says_what_to_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    from featurestore.encoders import _base
+
+    monkeypatch.setattr(_base, "cpu_flags", lambda: frozenset({"avx2"}))
+    enc = get_encoder(MINILM, device="cpu", precision="bf16")
+    with pytest.warns(RuntimeWarning, match=r"without AMX-BF16 or AVX512-BF16.*precision='fp32'"):
+        prov = enc.provenance()
+    assert (prov["backend"], prov["precision"]) == ("torch", "bf16")  # honoured, only warned about
+
+
+def test_cpu_batching_budget_follows_backend_and_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    from featurestore.encoders import _base
+
+    monkeypatch.setattr(_base, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    budget = lambda **o: get_encoder(MINILM, device="cpu", **o).provenance()["batching"]["max_batch_tokens"]  # noqa: E731
+    assert budget(backend="onnx") == 512
+    assert budget(backend="torch") == 1024
+    assert budget(precision="bf16") == 2048  # AMX wants bigger tiles (measured 2048 best)
+    assert budget(precision="bf16", max_batch_tokens=300) == 300
+
+
+@pytest.mark.slow
+def test_bf16_on_cpu_stays_within_cosine_1e_4_of_fp32(
+    torch_encoder: Encoder, texts: list[str], st_reference: np.ndarray
+) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a CPU without bf16 units runs it too, only slower
+        enc = get_encoder(MINILM, device="cpu", precision="bf16")
+        got = enc.encode(texts)
+    assert got.dtype == np.float32 and enc.provenance()["precision"] == "bf16"
+    assert enc.spec() == torch_encoder.spec()  # precision is provenance: bf16 and fp32 runs share a version
+    cos = _cosines(got, st_reference)
+    assert cos.min() >= 0.999 and cos.mean() >= 0.9999
+    assert not np.allclose(got, st_reference, atol=1e-6)  # it really ran in bf16
 
 
 @pytest.fixture(scope="module")

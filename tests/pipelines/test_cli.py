@@ -105,3 +105,33 @@ def test_embed_spec_file(runner, tmp_path):
     result = _json(runner.invoke(cli, ["embed", "--spec", str(spec), "--json"]))
     assert result["rows_written"] == 10
     assert featurestore.open(tmp_path / "store").get("j").dim == 4
+
+
+@pytest.mark.slow
+def test_embed_suggests_bf16_only_on_a_cpu_fp32_run_where_the_cpu_has_bf16_units(runner, tmp_path, monkeypatch):
+    from featurestore.encoders import _base
+
+    src = tmp_path / "reviews.csv"
+    pd.DataFrame({"id": range(4), "review": ["runs small", "soft cotton", "lovely colour", "thin fabric"]}).to_csv(src, index=False)
+    base = ["embed", "--source", str(src), "--key", "id", "--text", "review", "-e", "sentence-transformers:all-MiniLM-L6-v2",
+            "--device", "cpu"]
+
+    def run(flags, *extra):
+        monkeypatch.setattr(_base, "cpu_flags", lambda: frozenset(flags))
+        result = runner.invoke(cli, [*base, "--store", str(tmp_path / f"s{len(list(tmp_path.iterdir()))}"),
+                                     "--name", "r", *extra])
+        assert result.exit_code == 0, result.output
+        return result.stderr
+
+    assert "--precision bf16 is typically 2-3x faster" in run({"avx512f", "amx_bf16"})
+    assert "tip:" not in run({"avx2", "avx512f"})                    # no bf16 units: nothing to suggest
+    assert "tip:" not in run({"amx_bf16"}, "--precision", "fp32")   # the user chose fp32
+    assert "tip:" not in run({"amx_bf16"}, "--json")                # machine-readable output stays clean
+
+
+def test_embed_with_a_hash_encoder_gives_no_precision_tip(runner, tmp_path):
+    src = tmp_path / "t.csv"
+    pd.DataFrame({"id": range(3), "text": ["a", "b", "c"]}).to_csv(src, index=False)
+    result = runner.invoke(cli, ["embed", "--store", str(tmp_path / "s"), "--source", str(src), "-e", "hash:8", "--name", "h"])
+    assert result.exit_code == 0 and "tip:" not in result.stderr
+    assert "wrote 3" in result.stdout

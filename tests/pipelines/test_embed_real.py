@@ -102,3 +102,96 @@ def test_killed_real_job_rerun_gives_exactly_the_source_keys(store, reviews):
     ids = fs.keys().column("id").to_pylist()
     assert len(ids) == len(set(ids)) and set(ids) == source_keys
     assert store.doctor().ok
+
+
+def _by_key(fs):
+    return fs.to_numpy()[np.argsort(fs.keys().column("id").to_numpy())]
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_embed_layers_makes_one_pass_and_the_same_vectors_as_separate_jobs(store, reviews, tmp_path, monkeypatch,
+                                                                           backend):
+    import featurestore
+    from featurestore.encoders import _onnx, _sentence_transformers
+
+    runner = _onnx.OnnxRunner if backend == "auto" else _sentence_transformers.TorchRunner
+    calls = []
+    submit = runner.submit
+    monkeypatch.setattr(runner, "submit", lambda self, inputs: calls.append(1) or submit(self, inputs))
+
+    separate = featurestore.open(tmp_path / "separate")
+    pipelines.embed(separate, reviews, key="id", text="review", encoder=MODEL, name="one", limit=200, backend=backend)
+    one_pass = len(calls)
+    for layer in (3, -1):
+        pipelines.embed(separate, reviews, key="id", text="review", encoder=MODEL, name=f"l{layer % 7}", layer=layer,
+                        limit=200, backend=backend)
+    calls.clear()
+    results = pipelines.embed_layers(store, reviews, key="id", text="review", encoder=MODEL, name="rv",
+                                     layers=[None, 3, -1], limit=200, backend=backend)
+    assert len(calls) == one_pass  # three feature sets for the forward passes of one
+    assert [r.name for r in results] == ["rv", "rv_layer3", "rv_layer_m1"]
+    assert [(r.rows_read, r.rows_written) for r in results] == [(200, 200)] * 3
+    for ours, theirs in (("rv", "one"), ("rv_layer3", "l3"), ("rv_layer_m1", "l6")):
+        assert store.get(ours).spec == separate.get(theirs).spec
+        np.testing.assert_allclose(_by_key(store.get(ours)), _by_key(separate.get(theirs)), rtol=1e-5, atol=1e-6)
+    assert store.get("rv_layer3").spec["layer"] == 3 and store.get("rv_layer_m1").spec["layer"] == 6
+
+
+def test_embed_layers_resumes_each_set_on_its_own(store, reviews):
+    pipelines.embed(store, reviews, key="id", text="review", encoder=MODEL, name="rv_layer2", layer=2, limit=300)
+    pipelines.embed_layers(store, reviews, key="id", text="review", encoder=MODEL, name="rv", layers=[4], limit=100)
+    results = pipelines.embed_layers(store, reviews, key="id", text="review", encoder=MODEL, name="rv",
+                                     layers=[2, 4, None], limit=400)
+    got = {r.name: (r.rows_skipped, r.rows_written) for r in results}
+    assert got == {"rv_layer2": (300, 100), "rv_layer4": (100, 300), "rv": (0, 400)}
+    for name in got:
+        ids = store.get(name).keys().column("id").to_pylist()
+        assert len(ids) == len(set(ids)) == 400
+    again = pipelines.embed_layers(store, reviews, key="id", text="review", encoder=MODEL, name="rv",
+                                   layers=[2, 4, None], limit=400)
+    assert [(r.rows_skipped, r.rows_written) for r in again] == [(400, 0)] * 3
+
+
+def test_embed_layers_rejects_bad_layer_lists(store, reviews):
+    with pytest.raises(ValueError, match="Repeated layer"):
+        pipelines.embed_layers(store, reviews, key="id", text="review", encoder=MODEL, name="rv", layers=[3, 3])
+    with pytest.raises(ValueError, match="at least one layer"):
+        pipelines.embed_layers(store, reviews, key="id", text="review", encoder=MODEL, name="rv", layers=[])
+    with pytest.raises(ValueError, match="layers=\\[...\\]"):
+        pipelines.embed_layers(store, reviews, key="id", text="review", encoder=MODEL, name="rv", layers=[1], layer=2)
+    with pytest.raises(ValueError, match=r"'layer' parameter.*\[-7, 6\]"):
+        pipelines.embed_layers(store, reviews, key="id", text="review", encoder=MODEL, name="rv", layers=[9])
+    assert store.names() == []  # nothing half-made
+
+
+LAYERS_JOB = """
+import sys, featurestore, pipelines
+pipelines.embed_layers(featurestore.open(sys.argv[1]), sys.argv[2], key="id", text="review",
+                       encoder="sentence-transformers:all-MiniLM-L6-v2", name="rv", layers=[None, 3], chunk_rows=64,
+                       partition_rows=100, progress=False, on_progress=lambda done, total: print(done, flush=True))
+"""
+
+
+def test_killed_layers_job_rerun_gives_exactly_the_source_keys_in_every_set(store, reviews):
+    proc = subprocess.Popen([sys.executable, "-c", LAYERS_JOB, str(store.root), str(reviews)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        while True:
+            line = proc.stdout.readline()
+            assert line, "the job ended before it could be killed"
+            if int(line) >= 350:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    partial = {name: store.get(name).count() for name in ("rv", "rv_layer3")}
+    assert all(0 < n < 1200 for n in partial.values())
+    results = pipelines.embed_layers(store, reviews, key="id", text="review", encoder=MODEL, name="rv",
+                                     layers=[None, 3])
+    source_keys = set(pq.read_table(reviews).column("id").to_pylist())
+    for r in results:
+        assert (r.rows_skipped, r.rows_written) == (partial[r.name], 1200 - partial[r.name])
+        ids = store.get(r.name).keys().column("id").to_pylist()
+        assert len(ids) == len(set(ids)) and set(ids) == source_keys
+        assert [run["status"] for run in store.get(r.name).runs] == ["killed", "ok"]
+    assert store.doctor().ok
