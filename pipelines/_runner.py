@@ -71,8 +71,7 @@ def embed(store: featurestore.Store | str | os.PathLike[str], source: Any, *, ke
     go to the encoder. ``version="auto"`` appends to the version with the same encoder spec or starts a new one.
     """
     _check_options(encoder_options)
-    options = {k: v for k, v in encoder_options.items() if v is not None}
-    targets = [(name, _build_encoder(encoder, options))]
+    targets = [(name, _build_encoder(encoder, encoder_options))]
     return _run(store, source, targets, key=key, text=text, version=version, chunk_rows=chunk_rows,
                 partition_rows=partition_rows, progress=progress, on_progress=on_progress,
                 lock_timeout=lock_timeout, limit=limit)[0]
@@ -87,9 +86,9 @@ def embed_layers(store: featurestore.Store | str | os.PathLike[str], source: Any
     """Embed several hidden layers of one model into one feature set each, in a single pass over the source.
 
     Layer ``k`` goes to ``layer_name(name, k)`` (``reviews_minilm_layer3``, ``reviews_minilm_layer_m1`` for -1), and
-    ``None`` to ``name`` itself (the model's own output, which ignores ``pooling``). Models run by the sentence-transformers encoder compute
-    every layer in one forward pass per batch, so N layers cost about one. Each set resumes on its own: a rerun
-    encodes only rows some set still lacks. Returns one result per layer, in order.
+    ``None`` to ``name`` itself (the model's own output, which ignores ``pooling``). The sentence-transformers
+    encoder computes every layer in one forward pass per batch, so N layers cost about one. Each set resumes on its
+    own: a rerun encodes only rows some set still lacks. Returns one result per layer, in order.
     """
     _check_options(encoder_options)
     if "layer" in encoder_options:
@@ -102,10 +101,9 @@ def embed_layers(store: featurestore.Store | str | os.PathLike[str], source: Any
         raise ValueError("embed_layers() needs at least one layer.")
     if len(set(layers)) != len(layers):
         raise ValueError(f"Repeated layer in {layers}: each layer is one feature set.")
-    options = {k: v for k, v in encoder_options.items() if v is not None}
-    own = {k: v for k, v in options.items() if k != "pooling"}  # the model's own output has its own pooling
+    own = {k: v for k, v in encoder_options.items() if k != "pooling"}  # the model's output has its own pooling
     targets = [(name, _build_encoder(encoder, own)) if k is None
-               else (layer_name(name, k), _build_encoder(encoder, {**options, "layer": k})) for k in layers]
+               else (layer_name(name, k), _build_encoder(encoder, {**encoder_options, "layer": k})) for k in layers]
     return _run(store, source, targets, key=key, text=text, version=version, chunk_rows=chunk_rows,
                 partition_rows=partition_rows, progress=progress, on_progress=on_progress,
                 lock_timeout=lock_timeout, limit=limit)
@@ -150,11 +148,12 @@ def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, target
     chunk_rows = chunk_rows or _default_chunk_rows(lead)
     t0 = time.perf_counter()
     label = names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1}"
+    source_facts = {"source": src.description, "source_fingerprint": src.fingerprint()}
     with contextlib.ExitStack() as stack:
         sinks = []
         for set_name, enc in targets:
             spec = enc.spec()
-            provenance = {**enc.provenance(), "source": src.description, "source_fingerprint": src.fingerprint()}
+            provenance = {**enc.provenance(), **source_facts}
             run_info = {"source": src.description, "encoder": spec.get("encoder")}
             writer = stack.enter_context(store.writer(set_name, key=keys, spec=spec, version=version,
                                                       provenance=provenance, lock_timeout=lock_timeout,

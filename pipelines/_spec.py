@@ -73,12 +73,6 @@ class JobSpec:
                     data[k] = str((base / data[k]).resolve())
         return cls(**data)
 
-    def set_names(self) -> list[str]:
-        """The feature sets this job writes: one per requested layer, or one."""
-        from ._runner import layer_name
-
-        return [layer_name(self.name, k) for k in self.layers] if self.layers else [self.name]
-
 
 def run_job(spec: JobSpec | str | Path, **overrides: Any) -> list[Any]:
     """Run a spec's embedding job (all its layers in one pass over the source); returns one result per set."""
