@@ -280,9 +280,9 @@ class Writer:
             keep = np.fromiter((committed.get(t) != h for t, h in zip(tokens, hashes)), dtype=bool, count=len(tokens))
             updates = any(t in committed for t, k in zip(tokens, keep) if k)
             skipped = int((~keep).sum())
-            if skipped:
+            if skipped:  # only then: a job's screening thread counts its own skips into the same dict
                 table = table.filter(pa.array(keep))
-            self.stats["rows_skipped"] += skipped
+                self.stats["rows_skipped"] += skipped
         if table.num_rows == 0:
             return 0
         self._commit(table, updates=updates)

@@ -141,6 +141,9 @@ def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, target
     keys = [key] if isinstance(key, str) else list(key)
     if text in keys:
         raise ValidationError(f"The text column {text!r} cannot also be a key column.")
+    reserved = [c for c in [*keys, text] if c.startswith(_RESERVED)]
+    if reserved:
+        raise ValidationError(f"Column name(s) {reserved} start with {_RESERVED!r}, which embedding jobs reserve.")
     src = open_source(source)
     src.check_columns([*keys, text])
     total = _check_source_keys(src, keys, limit)
@@ -193,6 +196,11 @@ def _check_source_keys(src: TableSource, keys: list[str], limit: int | None) -> 
     except ValidationError as exc:
         raise ValidationError(f"Source {src.description}: {exc}") from None
     return table.num_rows
+
+
+# Per-sink helper columns carried beside the keys through chunking; source columns may not use the prefix.
+_RESERVED = "__featurestore_"
+_HASH, _NEED = _RESERVED + "hash_{}", _RESERVED + "need_{}"
 
 
 class _Sink:
@@ -273,7 +281,7 @@ class _Job:
     def _screen(self, table: pa.Table) -> pa.Table:
         """Set aside bad rows, hash the good ones per sink, drop rows every sink holds; returns rows to encode.
 
-        Columns: the keys, then ``hash<i>``/``need<i>`` per sink, then the text.
+        Columns: the keys, then a content hash and a "needs it" flag per sink (reserved names), then the text.
         """
         texts, reasons = _clean_texts(table.column(self.text))
         bad = np.flatnonzero(reasons != None)  # noqa: E711 - object array comparison
@@ -297,7 +305,7 @@ class _Job:
                                    bool, len(tokens))
                 sink.writer.stats["rows_skipped"] += int((~need).sum())
             needed |= need
-            table = table.append_column(f"hash{i}", hashes).append_column(f"need{i}", pa.array(need))
+            table = table.append_column(_HASH.format(i), hashes).append_column(_NEED.format(i), pa.array(need))
         table = table.append_column(self.text, pa.array(good_texts, pa.string()))
         self.done += len(bad) + int((~needed).sum())
         self.report(self.done)
@@ -307,8 +315,8 @@ class _Job:
         for i, (sink, block) in enumerate(zip(self.sinks, vectors)):
             if block.shape[0] != chunk.num_rows:
                 raise RuntimeError(f"The encoder returned {block.shape[0]} vectors for {chunk.num_rows} texts.")
-            need = chunk.column(f"need{i}").to_numpy(zero_copy_only=False)
-            part = chunk.select(self.keys).append_column(fmt.CONTENT_HASH, chunk.column(f"hash{i}"))
+            need = chunk.column(_NEED.format(i)).to_numpy(zero_copy_only=False)
+            part = chunk.select(self.keys).append_column(fmt.CONTENT_HASH, chunk.column(_HASH.format(i)))
             part = part.append_column(fmt.EMBEDDING, fmt.fixed_size_list(block))
             if not need.all():
                 part = part.filter(pa.array(need))

@@ -246,6 +246,8 @@ class SentenceTransformerEncoder(Encoder):
         """One forward pass per mini-batch for all of them when they differ only in layer/pooling/normalize/dtype."""
         if others and all(self._shares_pass(o) for o in others):
             self._load()
+            for other in others:  # an ONNX -> torch fallback while loading applies to the whole shared pass
+                other._plan = dict(self._resolve_plan())  # type: ignore[attr-defined]
         if not others or self._runner is None or not all(self._shares_pass(o) for o in others):
             yield from super().encode_batches_with(others, chunks)  # separately, pass after pass
             return
@@ -375,7 +377,8 @@ class SentenceTransformerEncoder(Encoder):
             if plan["backend"].startswith("onnx"):
                 tokens = _CPU_ONNX_TOKENS
             else:
-                tokens = _CPU_TORCH_TOKENS if plan["precision"] == "fp32" else _CPU_AMX_TOKENS
+                native = plan["precision"] != "fp32" and native_cpu_precision(plan["precision"])
+                tokens = _CPU_AMX_TOKENS if native else _CPU_TORCH_TOKENS
         else:
             tokens = _GPU_TOKENS
         return tokens, (_CPU_MAX_ROWS if plan["device"] == "cpu" else _GPU_MAX_ROWS)

@@ -346,6 +346,8 @@ def test_int8_is_opt_in_with_its_own_spec(onnx_encoder: Encoder, texts: list[str
         ({"avx2", "avx512_bf16"}, {"bf16": True, "fp16": False}),
         ({"avx2", "avx512_fp16"}, {"bf16": False, "fp16": False}),  # fp16 arithmetic, but no fp16 matrix units
         ({"amx_bf16", "amx_fp16"}, {"bf16": True, "fp16": True}),
+        ({"fp", "asimd", "bf16"}, {"bf16": True, "fp16": None}),  # aarch64 "Features"; its fp16 is unmeasured
+        ({"fp", "asimd"}, {"bf16": False, "fp16": None}),
     ],
 )
 def test_native_cpu_precision_reads_the_matrix_unit_flags(
@@ -386,6 +388,9 @@ def test_cpu_batching_budget_follows_backend_and_precision(monkeypatch: pytest.M
     assert budget(backend="torch") == 1024
     assert budget(precision="bf16") == 2048  # AMX wants bigger tiles (measured 2048 best)
     assert budget(precision="bf16", max_batch_tokens=300) == 300
+    monkeypatch.setattr(_base, "cpu_flags", lambda: frozenset({"avx2"}))
+    with pytest.warns(RuntimeWarning):
+        assert budget(precision="bf16") == 1024  # emulated bf16: the fp32 budget, not the AMX one
 
 
 @pytest.mark.slow

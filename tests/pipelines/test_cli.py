@@ -123,9 +123,11 @@ def test_embed_suggests_bf16_only_on_a_cpu_fp32_run_where_the_cpu_has_bf16_units
         assert result.exit_code == 0, result.output
         return result.stderr
 
-    assert "--precision bf16 is typically 2-3x faster" in run({"avx512f", "amx_bf16"})
+    assert "--precision bf16 ran ~2x faster than fp32" in run({"avx512f", "amx_bf16"})
     assert "tip:" not in run({"avx2", "avx512f"})                    # no bf16 units: nothing to suggest
     assert "tip:" not in run({"amx_bf16"}, "--precision", "fp32")   # the user chose fp32
+    assert "tip:" not in run({"amx_bf16"}, "--backend", "onnx")     # ONNX computes in fp32: bf16 would not apply
+    assert "tip:" not in run({"amx_bf16"}, "--backend", "onnx-int8")
     assert "tip:" not in run({"amx_bf16"}, "--json")                # machine-readable output stays clean
 
 

@@ -195,3 +195,27 @@ def test_killed_layers_job_rerun_gives_exactly_the_source_keys_in_every_set(stor
         assert len(ids) == len(set(ids)) and set(ids) == source_keys
         assert [run["status"] for run in store.get(r.name).runs] == ["killed", "ok"]
     assert store.doctor().ok
+
+
+def test_a_fallback_from_onnx_to_torch_keeps_the_layers_in_one_pass(store, reviews, tmp_path, monkeypatch):
+    import featurestore
+    from featurestore.encoders import _onnx, _sentence_transformers
+    from featurestore.errors import EncoderNotAvailableError
+
+    def no_export(*args, **kwargs):
+        raise EncoderNotAvailableError("export refused for this test")
+
+    monkeypatch.setattr(_onnx, "ensure_export", no_export)
+    calls = []
+    submit = _sentence_transformers.TorchRunner.submit
+    monkeypatch.setattr(_sentence_transformers.TorchRunner, "submit",
+                        lambda self, inputs: calls.append(len(self._heads)) or submit(self, inputs))
+    pipelines.embed(featurestore.open(tmp_path / "one"), reviews, key="id", text="review", encoder=MODEL, name="one",
+                    limit=100, backend="torch")
+    single = len(calls)
+    calls.clear()
+    with pytest.warns(RuntimeWarning, match="ONNX backend unavailable, using torch"):
+        results = pipelines.embed_layers(store, reviews, key="id", text="review", encoder=MODEL, name="rv",
+                                         layers=[None, 3], limit=100)
+    assert calls == [2] * single  # one two-head pass per batch, not a pass per layer
+    assert [r.provenance["backend"] for r in results] == ["torch", "torch"]

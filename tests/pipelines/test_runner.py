@@ -195,3 +195,20 @@ def test_a_job_where_every_row_fails_still_records_them_and_later_rows_append(st
     good = pd.DataFrame({"id": [1, 2], "review": ["now fine", "also fine"]})
     assert pipelines.embed(store, good, key="id", text="review", encoder="hash:16", name="r").rows_written == 2
     assert store.sql("select count(*) from r").fetchone()[0] == 2 and store.doctor().ok
+
+
+def test_reserved_column_names_are_refused_before_anything_is_written(store, tmp_path):
+    src = tmp_path / "r.parquet"
+    pq.write_table(pa.table({"__featurestore_hash_0": [1, 2], "text": ["a", "b"]}), src)
+    with pytest.raises(ValidationError, match=r"\['__featurestore_hash_0'\] start with '__featurestore_'"):
+        pipelines.embed(store, src, key="__featurestore_hash_0", text="text", encoder="hash:8", name="r")
+    assert store.names() == []
+
+
+@pytest.mark.parametrize("key, text", [("hash0", "text"), ("id", "need0")])
+def test_key_and_text_columns_may_have_any_ordinary_name(store, tmp_path, key, text):
+    src = tmp_path / "r.parquet"
+    pq.write_table(pa.table({key: [1, 2, 3], text: ["a", "b", None]}), src)
+    result = pipelines.embed(store, src, key=key, text=text, encoder="hash:8", name="r")
+    assert (result.rows_written, result.rows_failed) == (2, 1)
+    assert store.get("r").keys().column(key).to_pylist() == [1, 2]
