@@ -1,6 +1,6 @@
 """Text embedding throughput: the full `featurestore embed` job vs plain `SentenceTransformer.encode`, in one run.
 
-    python -m benchmarks.bench_embed_text --rows 6000            # rates and ratios on this machine
+    python -m benchmarks.bench_embed_text --rows 6000            # rates and ratios (and GPU busy %, on a GPU)
     python -m benchmarks.bench_embed_text --rss 3000,30000       # peak RSS of the job at two input sizes
     python -m benchmarks.bench_embed_text --no-rates --layers model,3   # several layers: one pass vs one job each
 
@@ -81,24 +81,26 @@ def rates(args: argparse.Namespace) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = SentenceTransformer(model_path(), device=device)
     model.encode(texts[:256], batch_size=32)  # warm
-    t0 = time.perf_counter()
-    ref = model.encode(texts, batch_size=32)
-    t_raw = time.perf_counter() - t0
+    with GpuBusy(enabled=device == "cuda") as busy:
+        t0 = time.perf_counter()
+        ref = model.encode(texts, batch_size=32)
+        t_raw = time.perf_counter() - t0
     n = len(texts)
-    print(f"embed rows={n} {args.unit}s minilm {device}   plain encode(batch 32) {n / t_raw:,.0f}/s   (baseline)")
+    print(f"embed rows={n} {args.unit}s minilm {device}   plain encode(batch 32) {n / t_raw:,.0f}/s   (baseline){busy.text()}")
 
     flops = _flops_per_text(model, texts)
     rates_seen = {"plain encode": n / t_raw}
 
     def ours(label: str, **options) -> np.ndarray:
         run_job(source, tmp / "warm", limit=256, **options)  # exports/loads once, like a second run would
-        seconds, store = run_job(source, tmp / f"store-{label}", **options)
+        with GpuBusy(enabled=device == "cuda") as busy:
+            seconds, store = run_job(source, tmp / f"store-{label}", **options)
         fs = store.get("bench")
         vectors = fs.to_numpy()[np.argsort(fs.keys().column("id").to_numpy())]
         cos = (vectors * ref).sum(1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(ref, axis=1))
         backend = fs.manifest.provenance.get("backend", "?")
         print(f"embed rows={n} {args.unit}s minilm {device}   featurestore embed [{label}, backend {backend}] {n / seconds:,.0f}/s   "
-              f"cos to plain min {cos.min():.6f} mean {cos.mean():.6f}   job/plain {t_raw / seconds:.2f}x")
+              f"cos to plain min {cos.min():.6f} mean {cos.mean():.6f}   job/plain {t_raw / seconds:.2f}x{busy.text()}")
         rates_seen[f"job {label}"] = n / seconds
         return vectors
 
@@ -125,6 +127,33 @@ def rates(args: argparse.Namespace) -> None:
                            for k, r in rates_seen.items() if "bf16" not in k and "int8" not in k)
         print(f"embed rows={n} {args.unit}s minilm cpu   fp32 matmul peak {peak:.0f} GFLOP/s;  achieved GFLOP/s: {used}")
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+class GpuBusy:
+    """The GPU's busy fraction while a block runs: nvidia-smi's utilization.gpu sampled every 100 ms, averaged."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled and shutil.which("nvidia-smi") is not None
+        self.samples: list[float] = []
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "GpuBusy":
+        if self.enabled:
+            self._proc = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100", "-i", "0"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            out, _ = self._proc.communicate(timeout=10)
+            self.samples = [float(v) for v in out.split() if v.replace(".", "", 1).isdigit()]
+
+    def text(self) -> str:
+        if not self.samples:
+            return ""
+        return f"   gpu busy {np.mean(self.samples):.0f}% (mean of {len(self.samples)} samples)"
 
 
 def _flops_per_text(model, texts: list[str]) -> float:
