@@ -244,13 +244,15 @@ class SentenceTransformerEncoder(Encoder):
         self, others: Sequence[Encoder], chunks: Iterable[Sequence[str]]
     ) -> Iterator[list[np.ndarray]]:
         """One forward pass per mini-batch for all of them when they differ only in layer/pooling/normalize/dtype."""
-        if others and all(self._shares_pass(o) for o in others):
+        shared = bool(others) and all(self._shares_pass(o) for o in others)
+        if shared:
             self._load()
-            for other in others:  # an ONNX -> torch fallback while loading applies to the whole shared pass
-                other._plan = dict(self._resolve_plan())  # type: ignore[attr-defined]
-        if not others or self._runner is None or not all(self._shares_pass(o) for o in others):
+            shared = self._runner is not None  # None: no fast tokenizer, sentence-transformers' own loop
+        if not shared:
             yield from super().encode_batches_with(others, chunks)  # separately, pass after pass
             return
+        for other in others:  # an ONNX -> torch fallback while loading applies to the whole shared pass
+            other._plan = dict(self._resolve_plan())  # type: ignore[attr-defined]
         encoders = [self, *others]
         heads = [e._head() for e in encoders]  # type: ignore[attr-defined]
         runner = self._make_runner(heads)
