@@ -19,6 +19,7 @@ from .errors import (
     FeatureStoreError,
     InvalidNameError,
     LockTimeoutError,
+    QueryTimeoutError,
     ReadOnlyQueryError,
     SpecMismatchError,
     UnknownEncoderError,
@@ -30,6 +31,6 @@ __version__ = "0.1.0"
 __all__ = [
     "open", "Store", "FeatureSet", "Writer", "Result",
     "FeatureStoreError", "FeatureSetNotFoundError", "ValidationError", "SpecMismatchError", "InvalidNameError",
-    "LockTimeoutError", "ReadOnlyQueryError", "UnknownEncoderError", "EncoderNotAvailableError", "CorruptStoreError",
+    "LockTimeoutError", "QueryTimeoutError", "ReadOnlyQueryError", "UnknownEncoderError", "EncoderNotAvailableError", "CorruptStoreError",
     "__version__",
 ]

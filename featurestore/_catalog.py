@@ -16,12 +16,12 @@ from typing import Any
 import pyarrow as pa
 
 from ._lock import FileLock
-from ._manifest import Manifest
+from ._manifest import SCHEMA_FILE, Manifest
 from ._format import EMBEDDING
 
 CATALOG = "catalog.duckdb"
 STALE_MARKER = "catalog.stale"
-SCHEMA_FILE = "schema.parquet"
+TEMP_DIR = ".duckdb-tmp"
 
 
 def quote_ident(name: str) -> str:
@@ -40,27 +40,70 @@ def errors_view(name: str) -> str:
     return f"{name}@errors"
 
 
-def _select_sql(version_dir: Path, m: Manifest) -> str:
+# Every value below that comes from a manifest was type- and range-checked by ``Manifest.from_dict`` (ints are ints,
+# file names match a strict pattern); identifiers are still quoted and strings escaped, so nothing read from disk
+# can change the statement's meaning.
+_FILE_COLUMN = "__featurestore_file"  # DuckDB's filename column, under a name no user column has
+
+
+def _paths(version_dir: Path, files: list[str], base: Path | None) -> list[str]:
+    """File paths for a view: absolute, or relative to ``base`` (the store root) for the persisted catalog."""
+    folder = version_dir if base is None else version_dir.relative_to(base)
+    return [(folder / f).as_posix() for f in files]
+
+
+def _file_list(paths: list[str]) -> str:
+    return "[" + ", ".join(_sql_str(f) for f in paths) + "]"
+
+
+# A row's commit number, from its file's name (``part-<run>-<n>.parquet``, ``errors-<run>-<n>.parquet``: rows and
+# errors share one counter per version, so a larger n is a later commit). Taken from the name DuckDB reports, which
+# may be absolute or relative: only the tail is read.
+_SEQUENCE = f"coalesce(TRY_CAST(regexp_extract({quote_ident(_FILE_COLUMN)}, '-([0-9]+)[.]parquet$', 1) AS BIGINT), -1)"
+
+
+def _select_sql(version_dir: Path, m: Manifest, base: Path | None = None) -> str:
     """A SELECT over one version's partitions: embedding cast to FLOAT[dim], one row per key (newest wins)."""
-    files = [str(version_dir / SCHEMA_FILE)] + [str(version_dir / p.file) for p in m.partitions]
-    file_list = "[" + ", ".join(_sql_str(f) for f in files) + "]"
-    cast = f"{quote_ident(EMBEDDING)}::FLOAT[{m.dim}] AS {quote_ident(EMBEDDING)}"
+    files = [SCHEMA_FILE] + [p.file for p in m.partitions]
+    paths = _paths(version_dir, files, base)
+    cast = f"{quote_ident(EMBEDDING)}::FLOAT[{int(m.dim)}] AS {quote_ident(EMBEDDING)}"
     projection = ", ".join(cast if c == EMBEDDING else quote_ident(c) for c in m.columns)
     if not m.has_updates:
-        return f"SELECT {projection} FROM read_parquet({file_list})"
-    order = " ".join(f"WHEN {_sql_str(f)} THEN {i}" for i, f in enumerate(files))
+        return f"SELECT {projection} FROM read_parquet({_file_list(paths)})"
     keys = ", ".join(quote_ident(k) for k in m.key)
     return (
-        f"SELECT {projection} FROM read_parquet({file_list}, filename = true) "
-        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY CASE filename {order} END DESC) = 1"
+        f"SELECT {projection} FROM read_parquet({_file_list(paths)}, filename = {_sql_str(_FILE_COLUMN)}) "
+        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {_SEQUENCE} DESC) = 1"
     )
 
 
-def _errors_sql(version_dir: Path, m: Manifest) -> str | None:
+def errors_sql(version_dir: Path, m: Manifest, base: Path | None = None) -> str | None:
+    """The current error of each key: its newest error row, unless a row for that key was committed after it.
+
+    A rerun that fails again on a row adds a new error file, and a row fixed later succeeds: neither may show
+    a stale or repeated error.
+    """
     if not m.errors:
         return None
-    files = "[" + ", ".join(_sql_str(str(version_dir / p.file)) for p in m.errors) + "]"
-    return f"SELECT {m.version} AS version, * FROM read_parquet({files}, union_by_name = true)"
+    err_files = [p.file for p in m.errors]
+    err_paths = _paths(version_dir, err_files, base)
+    keys = [quote_ident(k) for k in m.key]
+    errors = (
+        f"SELECT *, {_SEQUENCE} AS __seq FROM read_parquet({_file_list(err_paths)}, "
+        f"union_by_name = true, filename = {_sql_str(_FILE_COLUMN)}) "
+        # rows whose key could not be read (a broken source line) have null keys: each keeps its own reason
+        f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)}, "
+        f"CASE WHEN {' AND '.join(f'{k} IS NULL' for k in keys)} THEN reason END ORDER BY __seq DESC) = 1"
+    )
+    select = f"SELECT {int(m.version)} AS version, e.* EXCLUDE ({quote_ident(_FILE_COLUMN)}, __seq) FROM ({errors}) e"
+    if not m.partitions:
+        return select
+    row_files = [p.file for p in m.partitions]
+    row_paths = _paths(version_dir, row_files, base)
+    rows = (f"SELECT {', '.join(keys)}, {_SEQUENCE} AS __seq FROM "
+            f"read_parquet({_file_list(row_paths)}, filename = {_sql_str(_FILE_COLUMN)})")
+    same_key = " AND ".join(f"r.{k} = e.{k}" for k in keys)
+    return f"{select} WHERE NOT EXISTS (SELECT 1 FROM ({rows}) r WHERE {same_key} AND r.__seq > e.__seq)"
 
 
 def metadata_tables(entries: Iterable[tuple[Path, Manifest, bool]]) -> dict[str, pa.Table]:
@@ -96,17 +139,30 @@ _RUN_FIELDS = {
 }
 
 
-def define_views(con: Any, entries: list[tuple[Path, Manifest, bool]], *, persistent: bool) -> None:
-    """Create every view and metadata table on ``con``; ``entries`` are (version dir, manifest, is_latest)."""
+Broken = tuple[str, int, bool, str]  # (name, version, is latest, why it cannot be read)
+
+
+def define_views(con: Any, entries: list[tuple[Path, Manifest, bool]], *, persistent: bool,
+                 base: Path | None = None, broken: list[Broken] = ()) -> None:
+    """Create every view and metadata table on ``con``; ``entries`` are (version dir, manifest, is_latest).
+
+    ``base``: write file paths relative to it (the persisted catalog, so a copied or moved store never reads the
+    original's files); None writes absolute paths (the private in-memory readers, built fresh for each query).
+    """
+    for name, version, latest, message in broken:  # querying it says what is wrong, instead of "does not exist"
+        sql = f"SELECT error({_sql_str(message)}) AS broken"
+        con.execute(f"CREATE OR REPLACE VIEW {quote_ident(version_view(name, version))} AS {sql}")
+        if latest:
+            con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {sql}")
     by_name: dict[str, list[tuple[Path, Manifest]]] = {}
     for vdir, m, latest in entries:
-        sql = _select_sql(vdir, m)
+        sql = _select_sql(vdir, m, base)
         con.execute(f"CREATE OR REPLACE VIEW {quote_ident(version_view(m.name, m.version))} AS {sql}")
         if latest:
             con.execute(f"CREATE OR REPLACE VIEW {quote_ident(m.name)} AS {sql}")
         by_name.setdefault(m.name, []).append((vdir, m))
     for name, versions in by_name.items():
-        parts = [s for vdir, m in versions if (s := _errors_sql(vdir, m))]
+        parts = [s for vdir, m in versions if (s := errors_sql(vdir, m, base))]
         if parts:
             con.execute(f"CREATE OR REPLACE VIEW {quote_ident(errors_view(name))} AS " + " UNION ALL BY NAME ".join(parts))
     for table_name, table in metadata_tables(entries).items():
@@ -116,20 +172,41 @@ def define_views(con: Any, entries: list[tuple[Path, Manifest, bool]], *, persis
         con.unregister("_fs_tmp")
 
 
-def reader_connection(root: Path, entries: list[tuple[Path, Manifest, bool]], *, read_only: bool = True) -> Any:
-    """An in-memory DuckDB with the store's views. Read-only mode also fences the connection to the store's files."""
+def fence(con: Any, root: Path, *, memory_limit: str | None = None, lock: bool = True, relative: bool = False) -> None:
+    """Confine ``con`` to the store's files before anything else runs on it.
+
+    Only ``root`` is reachable (DuckDB's spill folder is moved inside it, since DuckDB adds the temp folder to the
+    allowed directories), no extension or remote file can be loaded, and ``lock`` freezes the settings so a query
+    cannot undo them. ``relative`` also allows the store-relative ``sets/`` paths of the persisted catalog (resolved
+    through ``file_search_path``).
+    """
+    root = root.resolve()
+    con.execute(f"SET temp_directory = {_sql_str(str(root / TEMP_DIR))}")
+    if memory_limit is not None:
+        con.execute(f"SET memory_limit = {_sql_str(str(memory_limit))}")
+    allowed = [str(root) + "/"] + (["sets/"] if relative else [])
+    con.execute(f"SET allowed_directories = [{', '.join(_sql_str(a) for a in allowed)}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    if lock:
+        con.execute("SET lock_configuration = true")
+
+
+def reader_connection(root: Path, entries: list[tuple[Path, Manifest, bool]], *, read_only: bool = True,
+                      memory_limit: str | None = None, broken: list[Broken] = ()) -> Any:
+    """An in-memory DuckDB with the store's views. Read-only mode fences it to the store first (see :func:`fence`)."""
     import duckdb
 
     con = duckdb.connect(":memory:")
-    define_views(con, entries, persistent=False)
     if read_only:
-        con.execute(f"SET allowed_directories=[{_sql_str(str(root.resolve()) + '/')}]")
-        con.execute("SET enable_external_access=false")
-        con.execute("SET lock_configuration=true")
+        fence(con, root, memory_limit=memory_limit)
+    define_views(con, entries, persistent=False, broken=broken)
     return con
 
 
-def write_catalog(root: Path, entries: list[tuple[Path, Manifest, bool]], *, timeout: float = 10.0) -> bool:
+def write_catalog(root: Path, entries: list[tuple[Path, Manifest, bool]], *, timeout: float = 10.0,
+                  broken: list[Broken] = ()) -> bool:
     """Rewrite ``catalog.duckdb`` from the manifests. Returns False (and leaves a stale marker) if it is held open.
 
     Another process (a DuckDB CLI, a notebook) may hold the file read-write; committed data never depends on the
@@ -155,17 +232,21 @@ def write_catalog(root: Path, entries: list[tuple[Path, Manifest, bool]], *, tim
                     return False
                 time.sleep(0.2)
         try:
+            # Relative paths resolve against the store root here; other clients set the same search path.
+            con.execute(f"SET file_search_path = {_sql_str(str(root.resolve()))}")
+            fence(con, root, lock=False, relative=True)
             con.execute("BEGIN TRANSACTION")
             wanted = {m.name for _, m, latest in entries if latest}
             wanted |= {version_view(m.name, m.version) for _, m, _ in entries}
             wanted |= {errors_view(m.name) for _, m, _ in entries if m.errors}
+            wanted |= {version_view(n, v) for n, v, _, _ in broken} | {n for n, _, latest, _ in broken if latest}
             existing = [r[0] for r in con.execute(
                 "SELECT view_name FROM duckdb_views() WHERE NOT internal AND schema_name = 'main'").fetchall()]
             for view in existing:
                 if view not in wanted:
                     con.execute(f"DROP VIEW {quote_ident(view)}")
-            define_views(con, entries, persistent=True)
-            con.execute("CREATE OR REPLACE TABLE catalog_meta AS SELECT ? AS root, ? AS rebuilt_at",
+            define_views(con, entries, persistent=True, base=root, broken=broken)
+            con.execute("CREATE OR REPLACE TABLE catalog_meta AS SELECT ? AS root, ? AS rebuilt_at, 'relative' AS paths",
                         [str(root.resolve()), time.time()])
             con.execute("COMMIT")
         finally:

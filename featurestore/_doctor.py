@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
-from ._catalog import CATALOG, SCHEMA_FILE, STALE_MARKER, errors_view, version_view
+from ._catalog import CATALOG, STALE_MARKER, errors_view, version_view
 from ._lock import FileLock
-from ._manifest import MANIFEST, file_crc32, read_manifest
-from .errors import LockTimeoutError
+from ._featureset import check_schema
+from ._manifest import MANIFEST, SCHEMA_FILE, Manifest, file_crc32, read_manifest
+from .errors import CorruptStoreError, LockTimeoutError
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Finding:
-    kind: str  # missing-file | size | checksum | row-count | leftover | catalog
+    kind: str  # manifest | missing-file | size | checksum | row-count | schema | leftover | catalog
     path: str
     detail: str
     repaired: bool = False
@@ -57,10 +58,17 @@ def doctor(store: "Store", *, rebuild: bool = False, clean: bool = False, lock_t
             if not (vdir / MANIFEST).is_file():
                 leftovers.append(vdir)
                 continue
-            m = read_manifest(vdir)
-            for p in [*m.partitions, *m.errors]:
+            try:
+                m = read_manifest(vdir)
+            except CorruptStoreError as exc:  # report it; its files are left alone (they may be all that is left)
+                report.findings.append(Finding("manifest", str(vdir / MANIFEST), str(exc).split("\n")[0]))
+                continue
+            for p in m.partitions:
                 report.partitions_checked += 1
-                _check_partition(vdir / p.file, p, report)
+                _check_partition(vdir / p.file, p, report, m)
+            for p in m.errors:
+                report.partitions_checked += 1
+                _check_partition(vdir / p.file, p, report, None)
             if m.partitions and not (vdir / SCHEMA_FILE).is_file():
                 report.findings.append(Finding("missing-file", str(vdir / SCHEMA_FILE), "schema file missing"))
             known = {p.file for p in m.partitions} | {p.file for p in m.errors} | {SCHEMA_FILE, MANIFEST}
@@ -85,7 +93,8 @@ def doctor(store: "Store", *, rebuild: bool = False, clean: bool = False, lock_t
     return report
 
 
-def _check_partition(path: Path, p: Any, report: DoctorReport) -> None:
+def _check_partition(path: Path, p: Any, report: DoctorReport, m: Manifest | None) -> None:
+    """Exists, size, CRC32, row count, and (for feature rows, ``m`` given) the schema and dim against the manifest."""
     if not path.is_file():
         report.findings.append(Finding("missing-file", str(path), "listed in the manifest but missing"))
         return
@@ -97,9 +106,20 @@ def _check_partition(path: Path, p: Any, report: DoctorReport) -> None:
     if crc != p.crc32:
         report.findings.append(Finding("checksum", str(path), f"CRC32 {crc:#010x} on disk, manifest says {p.crc32:#010x}"))
         return
-    rows = pq.ParquetFile(path).metadata.num_rows
+    try:
+        meta = pq.ParquetFile(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable footer is a finding, not a crash
+        report.findings.append(Finding("checksum", str(path), f"not a readable Parquet file ({exc})"))
+        return
+    rows = meta.metadata.num_rows
     if rows != p.rows:
         report.findings.append(Finding("row-count", str(path), f"{rows} rows on disk, manifest says {p.rows}"))
+        return
+    if m is not None:
+        try:
+            check_schema(path, meta.schema_arrow, m)
+        except CorruptStoreError as exc:
+            report.findings.append(Finding("schema", str(path), str(exc).split("\n")[0]))
 
 
 def _check_catalog(store: "Store", report: DoctorReport, rebuild: bool) -> None:
@@ -118,8 +138,10 @@ def _catalog_problem(store: "Store") -> str | None:
         return "catalog missing (rebuild with --rebuild)"
     if (store.root / STALE_MARKER).exists():
         return "catalog marked stale: a writer could not update it"
-    entries = store._entries()
+    broken: list = []
+    entries = store._entries(problems=[], broken=broken)
     want = {m.name for _, m, latest in entries if latest} | {version_view(m.name, m.version) for _, m, _ in entries}
+    want |= {version_view(n, v) for n, v, _, _ in broken} | {n for n, _, latest, _ in broken if latest}
     want |= {errors_view(m.name) for _, m, _ in entries if m.errors}
     try:
         con = duckdb.connect(str(path), read_only=True)
@@ -128,15 +150,16 @@ def _catalog_problem(store: "Store") -> str | None:
     try:
         have = {r[0] for r in con.execute(
             "SELECT view_name FROM duckdb_views() WHERE NOT internal AND schema_name = 'main'").fetchall()}
-        root = con.execute("SELECT root FROM catalog_meta").fetchone()[0]
+        meta = con.execute("SELECT * FROM catalog_meta")
+        paths = dict(zip([d[0] for d in meta.description], meta.fetchone() or ())).get("paths")
         # A view lists its files: compare each with what the manifests say now.
         sql = dict(con.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall())
     except duckdb.Error as exc:
         return f"catalog unreadable: {exc}"
     finally:
         con.close()
-    if root != str(store.root):
-        return f"catalog points at {root}, the store is at {store.root}"
+    if paths != "relative":  # older catalogs held absolute paths: a moved copy would read the original's files
+        return "catalog holds absolute file paths (written by an older featurestore); rebuild with --rebuild"
     if have != want:
         missing, extra = sorted(want - have), sorted(have - want)
         return f"catalog views differ from the manifests (missing {missing}, unexpected {extra})"

@@ -6,6 +6,7 @@ an optional ``event_time``, the ``run_id`` that wrote it, and any extra scalar c
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -37,7 +38,10 @@ def to_table(data: Any, *, embedding: str = EMBEDDING) -> pa.Table:
     elif isinstance(data, Mapping):
         columns = {}
         for name, values in data.items():
-            if isinstance(values, np.ndarray) and values.ndim == 2:
+            if isinstance(values, np.ndarray) and values.ndim >= 2:
+                if values.ndim > 2:
+                    raise ValidationError(f"Column {name!r} is a {values.ndim}-D array of shape {values.shape}; "
+                                          "an embedding matrix must be 2-D (rows, dim).")
                 values = fixed_size_list(values)
             columns[name] = values
         table = pa.table(columns)
@@ -72,6 +76,8 @@ def fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
     matrix = np.ascontiguousarray(matrix)
     if matrix.ndim != 2:
         raise ValidationError(f"An embedding matrix must be 2-D (rows, dim); got shape {matrix.shape}.")
+    if matrix.shape[1] == 0:
+        raise ValidationError(f"An embedding matrix needs at least one dimension; got shape {matrix.shape}.")
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
 
 
@@ -167,9 +173,11 @@ def normalize_embedding(table: pa.Table, key: Sequence[str], *, dim: int | None,
                 f"{describe_keys(table, key, bad)} has dim {int(lengths[bad[0]])}."
             )
         got_dim = expected
+        if got_dim < 1:
+            raise ValidationError("Embeddings must have at least one dimension; got empty vectors.")
         column = pa.FixedSizeListArray.from_arrays(column.flatten(), got_dim)
     if got_dim < 1:
-        raise ValidationError("Embeddings must have at least one dimension.")
+        raise ValidationError("Embeddings must have at least one dimension; got empty vectors.")
     target = dtype or ("float16" if pa.types.is_float16(value_type) else "float32")
     if target not in DTYPES:
         raise ValidationError(f"Unsupported embedding dtype {target!r}; expected one of {sorted(DTYPES)}.")
@@ -222,8 +230,7 @@ def vector_hashes(column: pa.Array | pa.ChunkedArray, dim: int) -> pa.Array:
         padded[:, :row_bytes] = raw
         raw = padded
     words = raw.view(np.uint64)
-    rng = np.random.Generator(np.random.PCG64(0x5EED))
-    weights = rng.integers(1, 2**63, size=(words.shape[1], 2), dtype=np.uint64) | np.uint64(1)
+    weights = _hash_weights(words.shape[1])
     lanes = np.empty((words.shape[0], 2), dtype=np.uint64)
     step = 8192
     with np.errstate(over="ignore"):
@@ -236,6 +243,26 @@ def vector_hashes(column: pa.Array | pa.ChunkedArray, dim: int) -> pa.Array:
     hexed = z.astype(">u8").tobytes().hex().encode()
     offsets = np.arange(0, 32 * (len(z) + 1), 32, dtype=np.int32)  # every hash is 32 hex characters
     return pa.StringArray.from_buffers(len(z), pa.py_buffer(offsets), pa.py_buffer(hexed))
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_weights(n_words: int) -> np.ndarray:
+    """Odd 64-bit multipliers, two per word, from a splitmix64 stream with a fixed seed.
+
+    Pure integer arithmetic mod 2**64, written out here rather than drawn from ``numpy.random`` (whose streams NumPy
+    does not promise to keep across versions): stored content hashes must never change under an upgrade.
+    """
+    with np.errstate(over="ignore"):
+        z = np.uint64(_HASH_SEED) + np.arange(1, 2 * n_words + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    weights = (z | np.uint64(1)).reshape(n_words, 2)
+    weights.setflags(write=False)
+    return weights
+
+
+_HASH_SEED = 0x5EED
 
 
 def text_hashes(payloads: Sequence[str | bytes], fingerprint: str) -> pa.Array:

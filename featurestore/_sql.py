@@ -2,26 +2,82 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import re
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
 from ._format import EMBEDDING, to_matrix
-from .errors import ReadOnlyQueryError
+from .errors import QueryTimeoutError, ReadOnlyQueryError
 
-_ALLOWED = {"SELECT", "EXPLAIN"}
+T = TypeVar("T")
+
+# Query tree nodes that only read. Anything else (COPY_QUERY_NODE, INSERT_QUERY_NODE... inside a CTE) writes.
+_READING_NODES = {"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"}
+_EXPLAIN = re.compile(r"^\s*explain\b\s*(?:analyze\b|analyse\b|\([^()]*\))?\s*", re.IGNORECASE)
+_NODE_TYPE = re.compile(r'"type":\s*"([A-Z_]+_NODE)"')
 
 
 def check_read_only(con: Any, query: str) -> None:
-    """Refuse anything but SELECT/EXPLAIN, statement by statement (so ``select 1; copy ...`` is caught too)."""
+    """Refuse anything that could write, statement by statement, looking at what would really execute.
+
+    The statement type is not enough: ``EXPLAIN ANALYZE`` runs the statement it explains, and a SELECT may carry a
+    CTE that copies or inserts (``with t as (copy ... to ...) select 1``). So EXPLAIN is checked by its inner
+    statement, and every SELECT's parse tree (DuckDB's ``json_serialize_sql``) may hold only reading query nodes.
+    """
     for statement in con.extract_statements(query):
-        kind = statement.type.name
-        if kind not in _ALLOWED:
-            raise ReadOnlyQueryError(
-                f"store.sql() is read-only: a {kind} statement is not allowed. Only SELECT and EXPLAIN run here; "
-                "write feature sets with store.write() or `featurestore embed`."
-            )
+        _check_statement(con, statement.query, statement.type.name)
+
+
+def _refuse(kind: str) -> ReadOnlyQueryError:
+    return ReadOnlyQueryError(
+        f"store.sql() is read-only: a {kind} statement is not allowed. Only SELECT and EXPLAIN of a SELECT run here; "
+        "write feature sets with store.write() or `featurestore embed`."
+    )
+
+
+def _check_statement(con: Any, text: str, kind: str) -> None:
+    if kind == "EXPLAIN":
+        inner = _EXPLAIN.sub("", text, count=1)
+        statements = con.extract_statements(inner) if inner.strip() else []
+        if len(statements) != 1 or statements[0].type.name == "EXPLAIN":
+            raise _refuse("EXPLAIN of something other than one SELECT")
+        _check_statement(con, statements[0].query, statements[0].type.name)
+        return
+    if kind != "SELECT":
+        raise _refuse(kind)
+    tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [text]).fetchall()[0][0])
+    if tree.get("error"):
+        raise ReadOnlyQueryError(f"store.sql() could not check this statement ({tree.get('error_message')}); refused.")
+    writes = sorted(set(_NODE_TYPE.findall(json.dumps(tree))) - _READING_NODES)
+    if writes:
+        raise _refuse(f"SELECT with a writing clause ({', '.join(w.removesuffix('_QUERY_NODE') for w in writes)})")
+
+
+def _with_timeout(con: Any, timeout: float | None, run: Callable[[], T]) -> T:
+    """Run ``run`` and interrupt DuckDB after ``timeout`` seconds, or at Ctrl-C (DuckDB holds the GIL-free loop)."""
+    import duckdb
+
+    timer = threading.Timer(timeout, con.interrupt) if timeout else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        return run()
+    except duckdb.InterruptException:
+        if timer is not None and not timer.is_alive():
+            raise QueryTimeoutError(f"The query ran past its timeout of {timeout:g}s and was stopped.") from None
+        raise KeyboardInterrupt from None
+    except KeyboardInterrupt:
+        con.interrupt()
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 class Result:
@@ -29,28 +85,32 @@ class Result:
 
     ``df()`` pandas, ``arrow()`` a pyarrow Table, ``batches()`` a RecordBatchReader, ``pl()`` polars,
     ``numpy()`` a dict of arrays with ``embedding`` as a (rows, dim) float32 matrix. The underlying DuckDB
-    relation is ``.relation``.
+    relation is ``.relation``. A ``timeout`` given to ``store.sql`` applies to each of these calls.
     """
 
-    def __init__(self, relation: Any, connection: Any) -> None:
+    def __init__(self, relation: Any, connection: Any, *, timeout: float | None = None) -> None:
         self.relation = relation
         self._con = connection  # keeps the in-memory catalog alive as long as the result
+        self.timeout = timeout
+
+    def _run(self, run: Callable[[], T]) -> T:
+        return _with_timeout(self._con, self.timeout, run)
 
     @property
     def columns(self) -> list[str]:
         return list(self.relation.columns)
 
     def df(self):
-        return self.relation.df()
+        return self._run(self.relation.df)
 
     def arrow(self) -> pa.Table:
-        return self.relation.to_arrow_table()
+        return self._run(self.relation.to_arrow_table)
 
     def batches(self, batch_size: int = 100_000) -> pa.RecordBatchReader:
-        return self.relation.to_arrow_reader(batch_size)
+        return self._run(lambda: self.relation.to_arrow_reader(batch_size))
 
     def pl(self):
-        return self.relation.pl()
+        return self._run(self.relation.pl)
 
     def numpy(self) -> dict[str, np.ndarray]:
         table = self.arrow()
@@ -64,20 +124,21 @@ class Result:
         return out
 
     def fetchall(self) -> list[tuple]:
-        return self.relation.fetchall()
+        return self._run(self.relation.fetchall)
 
     def fetchone(self) -> tuple | None:
-        rows = self.relation.limit(1).fetchall()
+        rows = self._run(self.relation.limit(1).fetchall)
         return rows[0] if rows else None
 
     def show(self, **kwargs: Any) -> None:
-        self.relation.show(**kwargs)
+        self._run(lambda: self.relation.show(**kwargs))
 
     def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
-        return self.arrow().__arrow_c_stream__(requested_schema)
+        # DuckDB's relation streams its batches itself; nothing is materialised here.
+        return self.relation.__arrow_c_stream__(requested_schema)
 
     def __len__(self) -> int:
-        return len(self.relation)
+        return self._run(lambda: len(self.relation))
 
     def __repr__(self) -> str:
         return repr(self.relation)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._catalog import CATALOG, STALE_MARKER, reader_connection, write_catalog
+from ._catalog import CATALOG, STALE_MARKER, Broken, reader_connection, write_catalog
 from ._doctor import DoctorReport, doctor as _doctor
-from ._featureset import FeatureSet
-from ._manifest import atomic_write_text, list_versions, now, read_manifest
+from ._featureset import FeatureSet, check_present
+from ._manifest import atomic_write_text, list_versions, now, read_manifest, set_dir, version_dir
 from ._names import validate_name
 from ._sql import Result, check_read_only
 from ._writer import Writer
-from .errors import FeatureSetNotFoundError, FeatureStoreError
+from .errors import CorruptStoreError, FeatureSetNotFoundError, FeatureStoreError
 
 MARKER = "featurestore.json"
 FORMAT = 1
@@ -44,7 +45,10 @@ class Store:
             atomic_write_text(marker, json.dumps({"format": FORMAT, "created_at": now()}) + "\n")
             self._write_catalog()
         else:
-            fmt = json.loads(marker.read_text()).get("format")
+            try:
+                fmt = json.loads(marker.read_text(encoding="utf-8")).get("format")
+            except (OSError, ValueError, AttributeError) as exc:
+                raise CorruptStoreError(f"Unreadable store marker {marker}: {exc}.") from None
             if fmt != FORMAT:
                 raise FeatureStoreError(f"{self.root} has store format {fmt}; this featurestore reads format {FORMAT}.")
 
@@ -64,19 +68,19 @@ class Store:
 
     def versions(self, name: str) -> list[int]:
         validate_name(name)
-        return list_versions(self.root / "sets" / name)
+        return list_versions(set_dir(self.root, name))
 
     def get(self, name: str, version: int | None = None) -> FeatureSet:
         """A feature set's latest version, or the given one."""
         validate_name(name)
-        versions = list_versions(self.root / "sets" / name)
+        versions = list_versions(set_dir(self.root, name))
         if not versions:
             known = ", ".join(repr(n) for n in self.names()) or "none"
             raise FeatureSetNotFoundError(f"No feature set named {name!r} in {self.root}. Known: {known}.")
         v = versions[-1] if version is None else int(version)
         if v not in versions:
             raise FeatureSetNotFoundError(f"Feature set {name!r} has no version {v}. Versions: {versions}.")
-        vdir = self.root / "sets" / name / f"v{v}"
+        vdir = version_dir(self.root, name, v)
         return FeatureSet(vdir, read_manifest(vdir), latest=(v == versions[-1]))
 
     def __contains__(self, name: str) -> bool:
@@ -86,7 +90,11 @@ class Store:
         """One dict per feature set (its latest version): name, version, versions, rows, dim, dtype, encoder, metric."""
         out = []
         for name in self.names():
-            fs = self.get(name)
+            try:
+                fs = self.get(name)
+            except CorruptStoreError as exc:  # one bad manifest must not hide every other set
+                warnings.warn(f"Skipping feature set {name!r}: {exc}", stacklevel=2)
+                continue
             m = fs.manifest
             out.append({
                 "name": name, "version": m.version, "versions": self.versions(name), "rows": fs.count(),
@@ -96,25 +104,50 @@ class Store:
             })
         return out
 
-    def _entries(self) -> list[tuple[Path, Any, bool]]:
+    def _entries(self, *, problems: list[str] | None = None,
+                 broken: list[Broken] | None = None) -> list[tuple[Path, Any, bool]]:
+        """(version dir, manifest, is latest) for every readable version whose partitions are all in place.
+
+        A version with an unreadable manifest or a missing or resized partition is left out, so one damaged set
+        never takes the others down: its problem goes to ``problems`` (else a warning), and to ``broken`` as
+        (name, version, is latest, message), from which the catalog makes views that raise that message.
+        """
         entries = []
         for name in self.names():
-            versions = list_versions(self.root / "sets" / name)
+            versions = list_versions(set_dir(self.root, name))
             for v in versions:
-                vdir = self.root / "sets" / name / f"v{v}"
-                entries.append((vdir, read_manifest(vdir), v == versions[-1]))
+                vdir = version_dir(self.root, name, v)
+                try:
+                    m = read_manifest(vdir)
+                    for p in [*m.partitions, *m.errors]:  # a stat each: cheap enough for every query
+                        check_present(vdir / p.file, p)
+                except CorruptStoreError as exc:
+                    message = str(exc).split("\n")[0]
+                    if broken is not None:
+                        broken.append((name, v, v == versions[-1], message))
+                    if problems is None:
+                        warnings.warn(f"Skipping {name!r} v{v}: {message}", stacklevel=3)
+                    else:
+                        problems.append(message)
+                    continue
+                entries.append((vdir, m, v == versions[-1]))
         return entries
 
-    def sql(self, query: str, params: Mapping[str, Any] | Sequence[Any] | None = None, *, read_only: bool = True) -> Result:
+    def sql(self, query: str, params: Mapping[str, Any] | Sequence[Any] | None = None, *, read_only: bool = True,
+            timeout: float | None = None, memory_limit: str | None = None) -> Result:
         """Run SQL over the feature sets' views (embedding as ``FLOAT[dim]``); returns a lazy :class:`Result`.
 
-        Read-only by default: only SELECT/EXPLAIN, and no file access outside the store. Each call builds its views
-        in a private in-memory DuckDB from the manifests, so queries never wait on (or block) a writer.
+        Read-only by default: only statements that read run (SELECT, EXPLAIN of a SELECT; see ``check_read_only``),
+        and nothing outside the store is reachable. Each call builds its views in a private in-memory DuckDB from the
+        manifests, so queries never wait on (or block) a writer. ``timeout`` (seconds) interrupts a long query with
+        :class:`QueryTimeoutError`; ``memory_limit`` (e.g. ``"2GB"``) caps DuckDB's memory.
         """
-        con = reader_connection(self.root, self._entries(), read_only=read_only)
+        broken: list[Broken] = []
+        entries = self._entries(problems=[], broken=broken)
+        con = reader_connection(self.root, entries, read_only=read_only, memory_limit=memory_limit, broken=broken)
         if read_only:
             check_read_only(con, query)
-        return Result(con.sql(query, params=params), con)
+        return Result(con.sql(query, params=params), con, timeout=timeout)
 
     # -- writing -------------------------------------------------------------------------------------------------
     def writer(self, name: str, *, key: str | Sequence[str] = "id", spec: Mapping[str, Any] | None = None,
@@ -144,7 +177,8 @@ class Store:
 
     # -- catalog -------------------------------------------------------------------------------------------------
     def _write_catalog(self) -> bool:
-        return write_catalog(self.root, self._entries())
+        broken: list[Broken] = []
+        return write_catalog(self.root, self._entries(problems=[], broken=broken), broken=broken)
 
     def rebuild_catalog(self) -> bool:
         """Rewrite ``catalog.duckdb`` from the manifests (it is only an index of them)."""

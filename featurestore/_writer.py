@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,9 +26,9 @@ import pyarrow.parquet as pq
 from . import _format as fmt
 from ._featureset import key_tokens, read_latest
 from ._lock import FileLock
-from ._manifest import Manifest, Partition, file_crc32, fsync_dir, list_versions, now, read_manifest, write_manifest
-from ._catalog import SCHEMA_FILE
-from .errors import SpecMismatchError, ValidationError
+from ._manifest import (MANIFEST, SCHEMA_FILE, Manifest, Partition, file_crc32, fsync_dir, list_versions, now,
+                        read_manifest, set_dir, write_manifest)
+from .errors import CorruptStoreError, SpecMismatchError, ValidationError
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -48,7 +49,7 @@ def write_parquet(table: pa.Table, path: Path) -> int:
     """Write ``table`` to ``path`` via a temporary file and a rename, fsyncing both; returns the file's CRC32."""
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
     try:
-        pq.write_table(table, tmp, compression=_compression(table), use_dictionary=[
+        pq.write_table(table, tmp, compression=_compression(table), write_page_checksum=True, use_dictionary=[
             c for c in table.column_names if c not in (fmt.EMBEDDING, fmt.CONTENT_HASH)])
         with ThreadPoolExecutor(max_workers=1) as pool:  # checksum from the page cache while fsync writes back
             crc = pool.submit(file_crc32, tmp)
@@ -88,7 +89,7 @@ class Writer:
         self.provenance = dict(provenance or {})
         self.run_id = run_id or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self.embedding = embedding
-        self.set_dir = store.root / "sets" / name
+        self.set_dir = set_dir(store.root, name)
         self._lock = FileLock(self.set_dir / ".lock", timeout=lock_timeout, what=f"feature set {name!r}")
         self.manifest: Manifest | None = None
         self.version_dir: Path | None = None
@@ -105,7 +106,10 @@ class Writer:
         try:
             self._clean_leftovers()
             if "dim" in self.user_spec:
-                self._resolve(int(self.user_spec["dim"]), self.user_spec.get("dtype"))
+                dim = self.user_spec["dim"]
+                if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+                    raise ValidationError(f"The spec's 'dim' must be an int >= 1. Got {dim!r} instead.")
+                self._resolve(int(dim), self.user_spec.get("dtype"))
         except BaseException:
             self._lock.release()
             raise
@@ -125,19 +129,26 @@ class Writer:
         for vdir in self.set_dir.iterdir():
             if not vdir.is_dir() or not vdir.name.startswith("v"):
                 continue
-            manifest_path = vdir / "manifest.json"
+            manifest_path = vdir / MANIFEST
             if not manifest_path.is_file():
                 shutil.rmtree(vdir)
                 continue
-            m = read_manifest(vdir)
-            known = {p.file for p in m.partitions} | {p.file for p in m.errors} | {SCHEMA_FILE, "manifest.json"}
+            try:
+                m = read_manifest(vdir)
+            except CorruptStoreError as exc:  # never delete files of a version we cannot read
+                warnings.warn(f"Not cleaning {vdir}: {exc}", stacklevel=3)
+                continue
+            known = {p.file for p in m.partitions} | {p.file for p in m.errors} | {SCHEMA_FILE, MANIFEST}
             for f in vdir.iterdir():
                 if f.name not in known and (f.name.startswith(".tmp-") or f.suffix == ".parquet"):
                     f.unlink()
             changed = False
             for r in m.runs:
                 if r.get("status") == "running":  # its writer died holding the lock we now hold
+                    # Its record was saved with its last commit; count from the partitions themselves to be exact.
                     r["status"] = "killed"
+                    r["rows_written"] = sum(p.rows for p in m.partitions if p.run_id == r["run_id"])
+                    r["rows_failed"] = sum(p.rows for p in m.errors if p.run_id == r["run_id"])
                     changed = True
             if changed:
                 write_manifest(vdir, m)
@@ -202,12 +213,14 @@ class Writer:
             )
 
     def _create_version(self, version: int, spec: dict[str, Any]) -> None:
-        vdir = self.set_dir / f"v{version}"
-        vdir.mkdir(parents=True, exist_ok=False)
-        self.version_dir = vdir
+        # The folder is made by the first commit (see _ensure_folder): a write of no rows leaves nothing behind.
+        self.version_dir = self.set_dir / f"v{version}"
         self.manifest = Manifest(name=self.name, version=version, key=self.key, dim=spec["dim"],
                                  dtype=spec["dtype"], spec=spec, columns={}, provenance=self.provenance)
         # The manifest is written with the first commit: until then the folder is a leftover to be cleaned.
+
+    def _ensure_folder(self) -> None:
+        self.version_dir.mkdir(parents=True, exist_ok=True)
 
     # -- committed rows, for resume and idempotence ------------------------------------------------------------
     def committed_hashes(self) -> dict[Any, str]:
@@ -289,7 +302,6 @@ class Writer:
         if self._committed is not None:
             tokens = key_tokens(table, self.key).to_pylist()
             self._committed.update(zip(tokens, table.column(fmt.CONTENT_HASH).to_pylist()))
-        self.stats["rows_written"] += table.num_rows
         return table.num_rows
 
     def record_errors(self, errors: pa.Table) -> int:
@@ -300,6 +312,7 @@ class Writer:
             raise ValidationError("Errors can only be recorded once the version is known (after the first append or with a dim in the spec).")
         errors = errors.append_column(fmt.RUN_ID, pa.array([self.run_id] * errors.num_rows, pa.string()))
         m = self.manifest
+        self._ensure_folder()
         path = self.version_dir / f"errors-{self.run_id}-{m.next_part:05d}.parquet"
         if not m.columns:  # every row so far failed: the feature rows will have the errors' keys and the spec's vectors
             keys = [errors.schema.field(k) for k in self.key]
@@ -312,8 +325,8 @@ class Writer:
         m.errors.append(Partition(file=path.name, rows=errors.num_rows, bytes=path.stat().st_size,
                                   crc32=crc, run_id=self.run_id, created_at=now()))
         m.next_part += 1
+        self.stats["rows_failed"] += errors.num_rows  # before the manifest: a kill right after still counts them
         self._write_manifest()
-        self.stats["rows_failed"] += errors.num_rows
         return errors.num_rows
 
     def _ensure_schema_file(self, table: pa.Table | None) -> None:
@@ -334,6 +347,7 @@ class Writer:
         table = table.replace_schema_metadata(metadata)
         if not m.columns:
             m.columns = {f.name: str(f.type) for f in table.schema}
+        self._ensure_folder()
         self._ensure_schema_file(table)
         # A big write is cut into slices written by parallel threads (pyarrow releases the GIL), then all are
         # committed by one manifest replace: still all-or-nothing, and about cores-times faster on large tables.
@@ -352,6 +366,7 @@ class Writer:
         m.next_part += len(slices)
         m.has_updates = m.has_updates or updates
         self.stats["partitions"] += len(slices)
+        self.stats["rows_written"] += table.num_rows  # counted in the same manifest write that commits the rows
         self._write_manifest()
 
     def _write_manifest(self) -> None:
@@ -391,7 +406,10 @@ class Writer:
         self._stamp_run()
         done = self.run.get("rows_read", self.stats["rows_written"] + self.stats["rows_skipped"])
         self.run["rows_per_s"] = round(done / max(self.run["seconds"], 1e-9), 1)
-        if self.manifest is not None and (self.version_dir / "manifest.json").exists():
+        # A run that stored nothing and saw nothing (refused input, an empty write) leaves the store byte for byte
+        # as it was; one that skipped rows (a rerun) or committed any is recorded.
+        touched = self.stats["partitions"] or self.stats["rows_failed"] or (status == "ok" and done)
+        if touched and self.manifest is not None and (self.version_dir / MANIFEST).exists():
             self._record_run()
             write_manifest(self.version_dir, self.manifest)
             self._refresh_catalog()

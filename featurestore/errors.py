@@ -39,6 +39,10 @@ class ReadOnlyQueryError(FeatureStoreError, PermissionError):
     """A statement other than SELECT/EXPLAIN sent to a read-only SQL connection."""
 
 
+class QueryTimeoutError(FeatureStoreError, TimeoutError):
+    """A query that ran past its ``timeout`` and was interrupted."""
+
+
 class UnknownEncoderError(FeatureStoreError, LookupError):
     """An encoder id whose registry key is not registered."""
 

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from featurestore._catalog import quote_ident
+
 from ._validation import Interval, StrOptions, validate_params
 
 __all__ = ["TrainingSet", "MissingKeysWarning", "MissingKeysError", "join"]
@@ -233,9 +235,9 @@ def _match_rows(con, labels_keys: pa.Table, set_keys: pa.Table, key: list[str]) 
     con.register("stackers_left", left)
     con.register("stackers_right", right)
     try:
-        on = " AND ".join(f'l."{k}" = r."{k}"' for k in key)
+        on = " AND ".join(f"l.{quote_ident(k)} = r.{quote_ident(k)}" for k in key)  # key names come from files
         result = con.execute(
-            f'SELECT l."{_ROW}" AS lrow, coalesce(r."{_ROW}", -1) AS rrow '
+            f"SELECT l.{quote_ident(_ROW)} AS lrow, coalesce(r.{quote_ident(_ROW)}, -1) AS rrow "
             f"FROM stackers_left l LEFT JOIN stackers_right r ON {on} ORDER BY lrow"
         ).fetchnumpy()
     finally:

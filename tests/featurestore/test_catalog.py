@@ -32,17 +32,24 @@ QUERIES = [
 ]
 
 
+def _open_catalog(store):
+    """As an outside DuckDB client does: the catalog's paths are relative to the store folder."""
+    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    con.execute(f"SET file_search_path = '{store.root}'")
+    return con
+
+
 def test_catalog_deleted_then_rebuilt_gives_identical_results(store, vectors):
     _fill(store, vectors)
     path = store.catalog_path
-    con = duckdb.connect(str(path), read_only=True)
+    con = _open_catalog(store)
     before = [con.sql(q).fetchall() for q in QUERIES]
     con.close()
     path.unlink()
     report = store.doctor()
     assert not report.ok and report.findings[0].kind == "catalog"
     assert store.doctor(rebuild=True).ok
-    con = duckdb.connect(str(path), read_only=True)
+    con = _open_catalog(store)
     after = [con.sql(q).fetchall() for q in QUERIES]
     con.close()
     assert after == before
@@ -123,7 +130,7 @@ def test_catalog_held_by_another_process_never_loses_data(store, vectors, tmp_pa
         assert holder.stdout.readline().strip() == "held"
         import featurestore._catalog as cat
         original = cat.write_catalog
-        monkeypatch.setattr("featurestore._store.write_catalog", lambda root, entries: original(root, entries, timeout=0.5))
+        monkeypatch.setattr("featurestore._store.write_catalog", lambda root, entries, **kw: original(root, entries, timeout=0.5, **kw))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             store.write("a", {"id": np.arange(5, 10), "embedding": vectors[5:10]}, spec=SPEC)
@@ -135,5 +142,5 @@ def test_catalog_held_by_another_process_never_loses_data(store, vectors, tmp_pa
         holder.wait()
     assert not store.doctor().ok
     assert store.doctor(rebuild=True).ok and not store.catalog_stale
-    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    con = _open_catalog(store)
     assert con.sql("select count(*) from a").fetchall()[0][0] == 10

@@ -25,8 +25,8 @@ def digits_store(tmp_path):
     right = X.reshape(-1, 8, 8)[:, :, 4:].reshape(len(y), -1)
     store = featurestore.open(tmp_path / "store")
     order = np.random.default_rng(0).permutation(len(y))  # stored in another order than the labels
-    store.write("left", {"id": ids[order], "embedding": left[order]}, spec={"encoder": "external:left"})
-    store.write("right", {"id": ids, "embedding": right}, spec={"encoder": "external:right"})
+    store.write("left_half", {"id": ids[order], "embedding": left[order]}, spec={"encoder": "external:left"})
+    store.write("right_half", {"id": ids, "embedding": right}, spec={"encoder": "external:right"})
     labels = tmp_path / "labels.parquet"
     pq.write_table(pa.table({"id": ids, "label": [f"digit{d}" for d in y], "writer": np.arange(len(y)) // 20,
                              "ink": X.sum(axis=1)}), labels)
@@ -37,14 +37,14 @@ def test_stack_train_predict_report(digits_store, tmp_path):
     store, labels = digits_store
     runner = CliRunner()
     root = str(store.root)
-    out = runner.invoke(cli, ["stack", "train", "-s", root, "--sets", "left,right", "--labels", str(labels),
+    out = runner.invoke(cli, ["stack", "train", "-s", root, "--sets", "left_half,right_half", "--labels", str(labels),
                               "--groups", "writer", "--columns", "ink", "--name", "digits", "--cv", "3", "--json"])
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout)
     models = result["metrics"]["models"]
-    assert set(models) == {"probe:left", "probe:right", "concat", "stack"}
+    assert set(models) == {"probe:left_half", "probe:right_half", "concat", "stack"}
     stack_f1 = models["stack"]["metrics"]["macro_f1"]["value"]
-    assert stack_f1 > max(models["probe:left"]["metrics"]["macro_f1"]["value"], models["probe:right"]["metrics"]["macro_f1"]["value"])
+    assert stack_f1 > max(models["probe:left_half"]["metrics"]["macro_f1"]["value"], models["probe:right_half"]["metrics"]["macro_f1"]["value"])
     assert result["split"]["n_test"] > 300 and result["oof_set"] == "digits_oof"
     report_dir = store.models_dir / "digits" / "report"
     for f in ("metrics.json", "comparison.png", "confusion_matrix.png", "calibration.png"):

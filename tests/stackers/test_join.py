@@ -174,3 +174,13 @@ def test_training_set_validates_shapes():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "rows=4" in repr(stackers.TrainingSet(blocks={"a": np.zeros((4, 2))}, y=[0, 1, 0, 1]))
+
+
+def test_join_quotes_key_names_that_hold_quotes(store):
+    """Key names come from manifests and label files: a quote in one must not change the join's SQL."""
+    key = 'we"ird'
+    ids = np.arange(20)
+    store.write("q", {key: ids, "embedding": _id_vectors(ids, 4, 1.0)}, key=key, spec={"encoder": "external:x"})
+    labels = pa.table({key: ids[::-1].copy(), "label": (ids[::-1] % 2).astype(np.int64)})
+    ts = stackers.join(store, ["q"], labels=labels, key=key)
+    np.testing.assert_array_equal(ts.blocks["q"][:, 0], ids[::-1])
