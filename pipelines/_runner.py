@@ -27,7 +27,7 @@ from featurestore.errors import ValidationError
 
 from ._progress import ProgressCallback, progress_enabled, rich_progress
 from .sources import TableSource, open_source
-from .sources._tables import NON_STRING
+from .sources._tables import BAD_LINE, NON_STRING
 
 ENCODER_OPTIONS = ("device", "batch_size", "max_batch_tokens", "max_seq_length", "normalize", "layer", "pooling", "dtype", "backend",
                    "precision", "allow_download")
@@ -260,7 +260,7 @@ class _Job:
         buf: list[pa.Table] = []
         rows = 0
         binary = [self.text] if src.format == "csv" else []
-        for batch in src.batches([*self.keys, self.text], binary=binary):
+        for batch in src.batches([*self.keys, self.text], binary=binary, text=self.text):
             if limit is not None:
                 if self.rows_read >= limit:
                     break
@@ -365,7 +365,9 @@ def _clean_texts(column: pa.ChunkedArray) -> tuple[list[Any], np.ndarray]:
             reasons[i] = f"non-string: a {typ} value, not text"
             continue
         if reasons[i] is None:
-            if v.startswith(NON_STRING):
+            if v.startswith(BAD_LINE):  # a source line that could not be read: the reason is in the text
+                reasons[i] = v[len(BAD_LINE):]
+            elif v.startswith(NON_STRING):
                 reasons[i] = f"non-string: a {v[len(NON_STRING):]} value, not text"
             elif not v.strip():
                 reasons[i] = "empty: the text is empty or only whitespace"

@@ -11,12 +11,13 @@ layers = [3, -1]          # optional: one feature set per hidden layer, named <n
 [options]                 # optional encoder options
 pooling = "mean"
 batch_size = 32
+[key_types]               # optional, CSV/TSV only: read these keys as numbers (every CSV column is text otherwise)
+id = "int64"
 ```
 """
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,11 @@ from typing import Any
 from featurestore.errors import ValidationError
 
 from ._runner import ENCODER_OPTIONS
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the same parser, as the tomli package (a dependency there)
+    import tomli as tomllib
 
 
 @dataclass
@@ -40,6 +46,7 @@ class JobSpec:
     layers: list[int] = field(default_factory=list)
     limit: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    key_types: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "JobSpec":
@@ -77,10 +84,12 @@ class JobSpec:
 def run_job(spec: JobSpec | str | Path, **overrides: Any) -> list[Any]:
     """Run a spec's embedding job (all its layers in one pass over the source); returns one result per set."""
     from ._runner import embed, embed_layers
+    from .sources import TableSource
 
     spec = spec if isinstance(spec, JobSpec) else JobSpec.from_toml(spec)
+    source: Any = TableSource(spec.source, key_types=spec.key_types) if spec.key_types else spec.source
     common = dict(key=spec.key, text=spec.text, encoder=spec.encoder, version=spec.version, limit=spec.limit,
                   **spec.options, **overrides)
     if spec.layers:
-        return embed_layers(spec.store, spec.source, name=spec.name, layers=spec.layers, **common)
-    return [embed(spec.store, spec.source, name=spec.name, **common)]
+        return embed_layers(spec.store, source, name=spec.name, layers=spec.layers, **common)
+    return [embed(spec.store, source, name=spec.name, **common)]

@@ -1,7 +1,11 @@
 """Where encoders keep derived files (weight hashes, ONNX exports), and the cached weight hash itself.
 
 Hashing ~100 MB of weights on every job start would cost a second or more, so each file's sha256 is
-remembered in a small JSON file keyed by (absolute path, size, mtime): a changed file is hashed again.
+remembered in a small JSON file keyed by absolute path and stamped with (size, mtime, ctime, inode): a changed file
+is hashed again. The ctime is what catches a rewrite that keeps the size and puts the mtime back (``os.utime``,
+``touch -r``): no user-level call can set it, so only changing the clock or writing the disk underneath the file
+system goes unseen. This guards against damaged, stale or replaced files, not against someone who can also rewrite
+the cache (or an ONNX export's ``export.json``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["cache_dir", "cache_dir_overridden", "file_sha256", "files_sha256"]
+__all__ = ["cache_dir", "cache_dir_overridden", "file_sha256", "files_sha256", "sha256_file"]
 
 _HASHES_FILE = "file-hashes.json"
 _lock = threading.Lock()
@@ -35,26 +39,31 @@ def cache_dir() -> Path:
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 hex digest of a file, from the cache when its size and mtime have not changed."""
+    """sha256 hex digest of a file, from the cache when its size, mtime, ctime and inode have not changed."""
     path = Path(path).resolve()
     stat = path.stat()
     key = str(path)
-    stamp = [stat.st_size, stat.st_mtime_ns]
+    stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
     with _lock:
         cache = _read_cache()
         entry = cache.get(key)
         if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
             return entry["sha256"]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    value = digest.hexdigest()
+    value = sha256_file(path)
     with _lock:
         cache = _read_cache()
         cache[key] = {"stamp": stamp, "sha256": value}
         _write_cache(cache)
     return value
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """sha256 hex digest of a file, read now (no cache): for files just written, e.g. under a temporary name."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def files_sha256(root: str | os.PathLike[str], files: Iterable[str | os.PathLike[str]]) -> str:

@@ -9,6 +9,12 @@ pooling choice. The export is keyed by the weights' sha256 and kept beside the w
 ``FEATURESTORE_CACHE_DIR`` set, only there. The tokenizer transformers would build is saved beside it, so a later
 run needs neither torch nor transformers.
 
+``export.json`` records the sha256 of every file of the export (``model.onnx``, ``model-int8.onnx``,
+``tokenizer.json``) and the graph's outputs. Before a cached export is used they are checked (the hash comes from
+``_cache.file_sha256``, so a check costs a ``stat`` unless the file changed): a file that differs from what was
+recorded, or an export whose outputs are not this model's hidden states, is made again with a warning naming it,
+never used, since its vectors would silently mix with right ones under the same spec.
+
 ``int8`` is ONNX Runtime's dynamic quantization (per-channel int8 weights) of that export: 2-4x faster, but the
 vectors drift (cosine to fp32 ~0.99 mean, ~0.98 min on MiniLM), so it has its own spec and is opt-in.
 """
@@ -32,7 +38,7 @@ import numpy as np
 
 from featurestore.encoders._base import l2_normalize
 from featurestore.encoders._batching import TextTokenizer
-from featurestore.encoders._cache import cache_dir, cache_dir_overridden
+from featurestore.encoders._cache import cache_dir, cache_dir_overridden, file_sha256, sha256_file
 from featurestore.encoders._model_info import ModelInfo
 from featurestore.encoders._pooling import Head, pool
 from featurestore.errors import EncoderNotAvailableError
@@ -40,7 +46,8 @@ from featurestore.errors import EncoderNotAvailableError
 __all__ = ["OnnxExport", "ensure_export", "OnnxRunner"]
 
 #: bump when the exported graph's inputs/outputs or the way it is made change: old exports are then ignored
-EXPORT_FORMAT = 1
+#: (2: export.json records each file's sha256, checked before use)
+EXPORT_FORMAT = 2
 _OPSET = 17
 _META = "export.json"
 _FP32, _INT8, _TOKENIZER = "model.onnx", "model-int8.onnx", "tokenizer.json"
@@ -53,7 +60,7 @@ _PROBE = [
     "x",
 ]
 
-_SESSIONS: weakref.WeakValueDictionary[tuple[str, int], Any] = weakref.WeakValueDictionary()
+_SESSIONS: weakref.WeakValueDictionary[tuple[str, str | None, int], Any] = weakref.WeakValueDictionary()
 
 _INSTALL_ONNX = "The ONNX backend needs onnxruntime and onnx: pip install 'featurestore[onnx]'."
 _INSTALL_EXPORT = (
@@ -73,6 +80,10 @@ class OnnxExport:
     def model_file(self, int8: bool) -> Path:
         return self.directory / (_INT8 if int8 else _FP32)
 
+    def model_sha256(self, int8: bool) -> str | None:
+        """The sha256 recorded for the model file when it was made (checked against the file before use)."""
+        return self.meta.get("files", {}).get(_INT8 if int8 else _FP32)
+
     def tokenizer(self, *, max_length: int, lower_case: bool) -> TextTokenizer:
         return TextTokenizer.from_file(
             str(self.directory / _TOKENIZER), max_length=max_length, lower_case=lower_case, pad_id=self.meta["pad_id"]
@@ -80,21 +91,37 @@ class OnnxExport:
 
 
 def ensure_export(info: ModelInfo, weights_sha256: str, *, int8: bool) -> OnnxExport:
-    """The export for these weights, made (and quantized) on first use and reused after."""
+    """The export for these weights, made (and quantized) on first use and reused after.
+
+    A cached file whose sha256 is not the one recorded when it was made is made again, with a RuntimeWarning.
+    """
     key = f"{weights_sha256[:16]}-f{EXPORT_FORMAT}"
     candidates = [cache_dir() / "onnx" / key]
     if not cache_dir_overridden():
         candidates.insert(0, info.path / "featurestore-onnx" / key)
+    outputs = [f"hidden_{i}" for i in range(info.num_layers + 1)]
+    checked: dict[tuple[Path, str], bool] = {}
+    warned: set[str] = set()
+
+    def usable(directory: Path, name: str) -> bool:  # each file is checked, and warned about, once
+        if (directory, name) not in checked:
+            ok, problem = _check(directory, weights_sha256, name, outputs)
+            if problem is not None and problem not in warned:
+                warned.add(problem)
+                warnings.warn(f"Not using the cached ONNX export: {problem}. Making it again.", RuntimeWarning,
+                              stacklevel=4)
+            checked[directory, name] = ok
+        return checked[directory, name]
 
     wanted = _INT8 if int8 else _FP32
     for directory in candidates:
-        if _complete(directory, weights_sha256, wanted):
+        if usable(directory, wanted):
             return OnnxExport(directory)
-    source = next((d for d in candidates if _complete(d, weights_sha256, _FP32)), None)
+    source = next((d for d in candidates if usable(d, _FP32)), None)
     if source is None:
         source = _first_writable(candidates)
         _export(info, weights_sha256, source)
-    if int8 and not (source / _INT8).is_file():
+    if int8:  # no candidate has a good int8 file (absent, or not the one recorded): quantize again
         target = source if _writable(source) else _first_writable(candidates)
         if target != source:
             for name in (_FP32, _TOKENIZER, _META):
@@ -125,7 +152,7 @@ class OnnxRunner:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         self.path = export.model_file(int8)
-        key = (str(self.path), threads)
+        key = (str(self.path), export.model_sha256(int8), threads)  # a file made again is a new session
         session = _SESSIONS.get(key)
         if session is None:  # one session per file and process while any encoder holds it
             session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
@@ -134,6 +161,13 @@ class OnnxRunner:
         self._inputs = list(export.meta["inputs"])
         self._heads = tuple(heads)
         self._outputs = list(dict.fromkeys(f"hidden_{h.layer}" for h in heads))
+        graph = [o.name for o in session.get_outputs()]
+        missing = [name for name in self._outputs if name not in graph]
+        if missing:
+            raise EncoderNotAvailableError(
+                f"The ONNX export {self.path} has no output(s) {missing} (it has {graph}); delete "
+                f"{self.path.parent} so that it is exported again, or use backend='torch'."
+            )
 
     def prepare(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -156,18 +190,40 @@ class OnnxRunner:
         self._session = None
 
 
-def _complete(directory: Path, weights_sha256: str, name: str) -> bool:
+def _check(directory: Path, weights_sha256: str, name: str, outputs: list[str]) -> tuple[bool, str | None]:
+    """Whether ``directory`` holds a complete export of these weights with ``name`` as it was made, and if not
+    because a file is not as recorded in export.json (changed or damaged since; outputs other than this model's
+    hidden states), what is wrong, naming the file. An absent export or one of another format is no problem."""
     try:
         with open(directory / _META, encoding="utf-8") as f:
             meta = json.load(f)
     except (OSError, ValueError):
-        return False
-    return (
+        return False, None
+    if not (
         meta.get("weights_sha256") == weights_sha256
         and meta.get("format") == EXPORT_FORMAT
         and (directory / name).is_file()
         and (directory / _TOKENIZER).is_file()
-    )
+    ):
+        return False, None
+    problem = _mismatch(directory, meta, name, outputs)
+    return problem is None, problem
+
+
+def _mismatch(directory: Path, meta: dict[str, Any], name: str, outputs: list[str]) -> str | None:
+    if meta.get("outputs") != outputs:
+        return (f"{directory / _META} lists the outputs {meta.get('outputs')}, and this model has "
+                f"{outputs[0]}..{outputs[-1]}")
+    recorded = meta.get("files")
+    for file in (name, _TOKENIZER):
+        want = recorded.get(file) if isinstance(recorded, dict) else None
+        if want is None:
+            return f"{directory / file} has no sha256 recorded in {directory / _META}"
+        got = file_sha256(directory / file)
+        if got != want:
+            return (f"{directory / file} has sha256 {got[:16]}..., not {want[:16]}... as recorded when it was made "
+                    "(changed or damaged since)")
+    return None
 
 
 def _writable(directory: Path) -> bool:
@@ -284,6 +340,7 @@ def _export(info: ModelInfo, weights_sha256: str, directory: Path) -> None:
         meta = {
             "format": EXPORT_FORMAT,
             "weights_sha256": weights_sha256,
+            "files": {name: sha256_file(Path(tmp) / name) for name in (_FP32, _TOKENIZER)},
             "inputs": inputs,
             "outputs": outputs,
             "pad_id": int(pad_id),
@@ -293,6 +350,7 @@ def _export(info: ModelInfo, weights_sha256: str, directory: Path) -> None:
             "versions": {name: _version(name) for name in ("torch", "transformers", "onnxruntime", "onnx")},
         }
         (Path(tmp) / _META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        (directory / _INT8).unlink(missing_ok=True)  # quantized from an earlier export: made again when asked for
         for name in (_FP32, _TOKENIZER, _META):  # export.json last: it marks the directory complete
             os.replace(Path(tmp) / name, directory / name)
 
@@ -341,7 +399,13 @@ def _quantize(directory: Path) -> None:
             per_channel=True,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
+        with open(directory / _META, encoding="utf-8") as f:
+            meta = json.load(f)
+        meta.setdefault("files", {})[_INT8] = sha256_file(out)
+        meta_tmp = Path(tmp) / _META
+        meta_tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
         os.replace(out, directory / _INT8)
+        os.replace(meta_tmp, directory / _META)  # last: until then the int8 file is unrecorded, so not used
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:

@@ -1,7 +1,11 @@
 """Table sources read in streaming batches: the whole file is never in memory.
 
-Parquet and CSV go through pyarrow.dataset. JSONL is read line by line with the json module, so one row with a
-number where text belongs, or a line that is not valid UTF-8, becomes an error row instead of failing the job.
+Parquet goes through pyarrow.dataset. CSV/TSV goes through pyarrow's streaming CSV reader, one file at a time, with
+every column asked for read as text: a key ``007`` stays ``"007"`` (``key_types={"id": "int64"}`` reads it as a
+number instead), and an empty key cell is null. A row bigger than a read block (a 5 MB review in one cell) makes the
+reader start that file again with a bigger block rather than fail. JSONL is read line by line with the json module,
+so one row with a number where text belongs, or a line that is not valid UTF-8 or not valid JSON, becomes an error
+row instead of failing the job.
 """
 
 from __future__ import annotations
@@ -9,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +24,29 @@ from featurestore.errors import ValidationError
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl",
            ".ndjson": "jsonl", ".json": "jsonl"}
-DECODE_ERROR = "__featurestore_undecodable__"
+#: A text value starting with this carries the reason a JSONL line could not be read (see ``TableSource.batches``).
+BAD_LINE = "__featurestore_bad_line__:"
+NON_STRING = "__featurestore_non_string__:"
+#: CSV read block sizes, tried in turn when a row does not fit in a block (pyarrow's default is the first).
+CSV_BLOCK_SIZES = (1 << 20, 16 << 20, 256 << 20)
 
 
 class TableSource:
-    """A table to embed: ``batches(columns)`` yields Arrow record batches; ``count_rows()`` sizes the progress bar."""
+    """A table to embed: ``batches(columns)`` yields Arrow record batches; ``count_rows()`` sizes the progress bar.
 
-    def __init__(self, source: Any, *, format: str | None = None, batch_rows: int = 8192) -> None:
+    ``key_types`` (CSV/TSV only) maps key columns to the Arrow type to read them as, e.g. ``{"id": "int64"}``;
+    without it every CSV column is read as a string, so keys such as ``007`` or ``0x1`` keep their spelling.
+    Pass the source to ``pipelines.embed`` as ``TableSource("reviews.csv", key_types={"id": "int64"})``, or set
+    ``key_types`` in a job spec.
+    """
+
+    def __init__(self, source: Any, *, format: str | None = None, batch_rows: int = 8192,
+                 key_types: Mapping[str, Any] | None = None) -> None:
         self.batch_rows = batch_rows
+        self.key_types = dict(key_types or {})
         self._table: pa.Table | None = None
         self.paths: list[Path] = []
+        self._root: Path | None = None
         if isinstance(source, (str, os.PathLike)):
             path = Path(source).expanduser()
             if not path.exists():
@@ -43,11 +61,16 @@ class TableSource:
                 raise ValidationError(f"{str(path)!r} mixes formats {sorted(kinds)}; point at one kind of file.")
             self.format = kinds.pop()
             self.paths = files
+            self._root = path if path.is_dir() else path.parent
             self.description = str(path)
         else:
             self._table = _to_table(source)
             self.format = "table"
             self.description = f"<{type(source).__name__} with {self._table.num_rows} rows>"
+        self._arrow_key_types = _arrow_types(self.key_types)
+        if self.key_types and self.format != "csv":
+            raise ValidationError(f"The 'key_types' option applies to CSV/TSV files, whose cells are all text; "
+                                  f"{self.description} is {self.format}, which keeps its own column types.")
 
     # -- facts ------------------------------------------------------------------------------------------------
     def column_names(self) -> list[str]:
@@ -55,18 +78,26 @@ class TableSource:
             return self._table.column_names
         if self.format == "jsonl":
             names: dict[str, None] = {}
-            for row in _jsonl_rows(self.paths[0], limit=100):
+            for _, row in _jsonl_rows(self.paths[0], self._label(self.paths[0]), limit=100):
                 if isinstance(row, dict):
                     names.update(dict.fromkeys(row))
             return list(names)
-        return self._dataset().schema.names
+        if self.format == "csv":
+            return _csv_header(self.paths[0])
+        return _parquet_file(self.paths[0]).schema_arrow.names
 
     def count_rows(self) -> int:
         if self._table is not None:
             return self._table.num_rows
         if self.format == "jsonl":
             return sum(_count_lines(p) for p in self.paths)
-        return self._dataset().count_rows()
+        if self.format == "csv":
+            total = 0
+            for p in self.paths:
+                first = _csv_header(p)[0]  # one column, as bytes: nothing to convert or check
+                total += sum(b.num_rows for b in _csv_file_batches(p, {first: pa.binary()}, (), 1 << 30))
+            return total
+        return sum(_parquet_file(p).metadata.num_rows for p in self.paths)
 
     def fingerprint(self) -> str:
         """Paths, sizes and modification times: enough to tell a changed source in provenance."""
@@ -83,41 +114,127 @@ class TableSource:
         missing = [c for c in needed if c not in names]
         if missing:
             raise ValidationError(f"Source {self.description} has no column(s) {missing}. Columns: {names}")
+        if self.format == "parquet" and len(self.paths) > 1:
+            self._check_parquet_files_agree(list(needed))
+
+    def _check_parquet_files_agree(self, columns: list[str]) -> None:
+        """Every file of a folder has the columns, with the first file's types: checked on the footers, before any work."""
+        first: tuple[Path, pa.Schema] | None = None
+        for path in self.paths:
+            schema = _parquet_file(path).schema_arrow
+            absent = [c for c in columns if c not in schema.names]
+            if absent:
+                raise ValidationError(f"{str(path)!r} has no column(s) {absent}. Columns: {schema.names}")
+            wanted = pa.schema([schema.field(c) for c in columns])
+            if first is None:
+                first = (path, wanted)
+            elif not wanted.equals(first[1]):
+                diff = [f"{a.name}: {a.type} in {path.name}, {b.type} in {first[0].name}"
+                        for a, b in zip(wanted, first[1]) if a.type != b.type]
+                raise ValidationError(f"The files of {self.description} disagree on column types ({'; '.join(diff)}). "
+                                      "All files of one source must have the same types.")
 
     # -- reading ----------------------------------------------------------------------------------------------
-    def batches(self, columns: Sequence[str], *, binary: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
-        """Yield batches of ``columns``. Columns in ``binary`` come as raw bytes from CSV so bad UTF-8 is per row."""
+    def batches(self, columns: Sequence[str], *, binary: Sequence[str] = (),
+                text: str | None = None) -> Iterator[pa.RecordBatch]:
+        """Yield batches of ``columns``.
+
+        From CSV, columns in ``binary`` come as raw bytes (so bad UTF-8 is per row), columns in ``key_types`` as
+        those types, and the others as strings, an empty cell being null except in ``text`` and ``binary`` columns.
+        ``text`` names the column embedded: a JSONL line that cannot be read then becomes a row whose ``text`` is
+        ``BAD_LINE`` + the reason (``invalid-json: reviews.jsonl:7: ...``) and whose other columns hold what could
+        be recovered from the line, else null. Without ``text`` such a line raises ValidationError.
+        """
         columns = list(columns)
         if self._table is not None:
             yield from self._table.select(columns).to_batches(max_chunksize=self.batch_rows)
         elif self.format == "jsonl":
-            yield from _jsonl_batches(self.paths, columns, self.batch_rows)
+            yield from self._jsonl_batches(columns, text=text, bad="row" if text is not None else "raise")
         elif self.format == "csv":
-            import pyarrow.dataset as ds
-            import pyarrow.csv as csv
-
-            types = {c: pa.binary() for c in binary}
-            fmt = ds.CsvFileFormat(convert_options=csv.ConvertOptions(column_types=types),
-                                   parse_options=csv.ParseOptions(newlines_in_values=True,
-                                                                  delimiter="\t" if self.paths[0].suffix == ".tsv" else ","))
-            dataset = ds.dataset([str(p) for p in self.paths], format=fmt)
-            yield from dataset.to_batches(columns=columns, batch_size=self.batch_rows)
-        else:
-            yield from self._dataset().to_batches(columns=columns, batch_size=self.batch_rows)
+            types = {c: pa.string() for c in columns}
+            types.update({c: t for c, t in self._arrow_key_types.items() if c in types})
+            types.update({c: pa.binary() for c in binary})
+            empty_is_null = [c for c in columns if c != text and types[c] == pa.string()]
+            for path in self.paths:
+                yield from _csv_file_batches(path, types, empty_is_null, self.batch_rows)
+        else:  # file by file, so an unreadable file is named
+            for path in self.paths:
+                try:
+                    yield from _parquet_file(path).iter_batches(batch_size=self.batch_rows, columns=columns)
+                except pa.ArrowException as exc:
+                    raise ValidationError(f"Cannot read {str(path)!r} as Parquet: {exc}") from None
 
     def read_columns(self, columns: Sequence[str]) -> pa.Table:
-        """A few (small) columns of every row, e.g. the keys for the up-front null/duplicate check."""
-        batches = list(self.batches(columns))
+        """A few (small) columns of every row, e.g. the keys for the up-front null/duplicate check.
+
+        A JSONL line that cannot be read counts here only when ``columns`` could be recovered from it (the job
+        records it as an error row).
+        """
+        columns = list(columns)
+        if self.format == "jsonl":
+            batches = list(self._jsonl_batches(columns, text=None, bad="recovered"))
+        else:
+            batches = list(self.batches(columns))
         return pa.Table.from_batches(batches) if batches else pa.table({c: pa.array([], pa.string()) for c in columns})
 
-    def _dataset(self):
-        import pyarrow.dataset as ds
+    def _label(self, path: Path) -> str:
+        """How error reasons name a file: its path inside the source folder, or its name."""
+        return path.relative_to(self._root).as_posix() if self._root is not None else path.name
 
-        return ds.dataset([str(p) for p in self.paths], format=self.format)
+    def _jsonl_batches(self, columns: list[str], *, text: str | None, bad: str) -> Iterator[pa.RecordBatch]:
+        """Rows of JSON objects; values that are not strings are tagged so the runner can report them row by row.
+
+        ``bad`` says what a line that cannot be read becomes: "row" (an error row, see ``batches``), "recovered"
+        (a row only if every column could be recovered, else skipped) or "raise".
+        """
+        buf: dict[str, list[Any]] = {c: [] for c in columns}
+        types: dict[str, pa.DataType] = {}
+        for path in self.paths:
+            for _, row in _jsonl_rows(path, self._label(path)):
+                if isinstance(row, _BadLine):
+                    if bad == "raise":
+                        raise ValidationError(f"Cannot read {row.where}: {row.detail}. Fix or drop that line.")
+                    values = {c: row.recover(c) for c in columns if c != text}
+                    if bad == "recovered" and any(v is None for v in values.values()):
+                        continue
+                    if text is not None:
+                        values[text] = BAD_LINE + row.reason
+                    row = values
+                for c in columns:
+                    buf[c].append(row.get(c))
+                if len(buf[columns[0]]) >= self.batch_rows:
+                    yield _jsonl_batch(buf, columns, types)
+                    buf = {c: [] for c in columns}
+        if buf[columns[0]]:
+            yield _jsonl_batch(buf, columns, types)
+
+
+def _parquet_file(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except pa.ArrowException as exc:
+        raise ValidationError(f"Cannot read {str(path)!r} as Parquet: {exc}") from None
 
 
 def open_source(source: Any, **options: Any) -> TableSource:
     return source if isinstance(source, TableSource) else TableSource(source, **options)
+
+
+def _arrow_types(key_types: Mapping[str, Any]) -> dict[str, pa.DataType]:
+    out = {}
+    for name, typ in key_types.items():
+        if isinstance(typ, str):
+            try:
+                typ = pa.type_for_alias(typ)
+            except (ValueError, KeyError):
+                typ = None
+        if not isinstance(typ, pa.DataType):
+            raise ValidationError(f"The 'key_types' option of TableSource must map column names to Arrow types such "
+                                  f"as 'int64', 'string' or pa.int64(). Got {dict(key_types)!r} instead.")
+        out[str(name)] = typ
+    return out
 
 
 def _to_table(data: Any) -> pa.Table:
@@ -155,7 +272,80 @@ def _mark_non_strings(values: list[Any]) -> pa.Array:
     return pa.array(out, pa.string())
 
 
-NON_STRING = "__featurestore_non_string__:"
+# -- CSV ----------------------------------------------------------------------------------------------------------
+
+
+def _csv_reader(path: Path, block_size: int, types: Mapping[str, pa.DataType] | None = None):
+    import pyarrow.csv as csv
+
+    convert = csv.ConvertOptions()
+    if types is not None:
+        # Only "" is null (not pyarrow's NA/NULL/None/nan list: those are real keys); strings keep "" (see below).
+        convert = csv.ConvertOptions(column_types=dict(types), include_columns=list(types), null_values=[""],
+                                     strings_can_be_null=False)
+    parse = csv.ParseOptions(newlines_in_values=True, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    return csv.open_csv(path, read_options=csv.ReadOptions(block_size=block_size), parse_options=parse,
+                        convert_options=convert)
+
+
+def _too_big(exc: Exception) -> bool:
+    return isinstance(exc, pa.ArrowInvalid) and "straddl" in str(exc)
+
+
+def _too_big_error(path: Path) -> ValidationError:
+    return ValidationError(
+        f"Cannot read {str(path)!r}: a CSV row is larger than {CSV_BLOCK_SIZES[-1] / 2**20:g} MiB (the largest read "
+        "block tried), or a quote is left open so the rest of the file reads as one value. Close the quote, split "
+        "that text, or convert the file to Parquet or JSONL, which have no such limit."
+    )
+
+
+def _csv_header(path: Path) -> list[str]:
+    for block_size in CSV_BLOCK_SIZES:
+        try:
+            return _csv_reader(path, block_size).schema.names
+        except pa.ArrowException as exc:
+            if not _too_big(exc):
+                raise ValidationError(f"Cannot read {str(path)!r} as CSV: {exc}") from None
+    raise _too_big_error(path)
+
+
+def _csv_file_batches(path: Path, types: Mapping[str, pa.DataType], empty_is_null: Sequence[str],
+                      batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """One file's rows in batches of at most ``batch_rows``.
+
+    A row bigger than the read block fails inside pyarrow ("straddling object straddles two block boundaries"):
+    the file is then read again with a bigger block, skipping the rows already yielded.
+    """
+    import pyarrow.compute as pc
+
+    done = 0
+    for block_size in CSV_BLOCK_SIZES:
+        skip = done
+        try:
+            for batch in _csv_reader(path, block_size, types):
+                if skip >= batch.num_rows:
+                    skip -= batch.num_rows
+                    continue
+                batch, skip = batch.slice(skip), 0
+                for name in empty_is_null:  # an empty key cell is a missing key, as it was when keys were numbers
+                    i = batch.schema.get_field_index(name)
+                    column = batch.column(i)
+                    empty = pc.equal(column, "")
+                    if pc.any(empty).as_py():
+                        batch = batch.set_column(i, name, pc.if_else(empty, pa.scalar(None, column.type), column))
+                for start in range(0, batch.num_rows, batch_rows):
+                    piece = batch.slice(start, batch_rows)
+                    yield piece
+                    done += piece.num_rows
+            return
+        except pa.ArrowException as exc:
+            if not _too_big(exc):
+                raise ValidationError(f"Cannot read {str(path)!r} as CSV: {exc}") from None
+    raise _too_big_error(path)
+
+
+# -- JSONL --------------------------------------------------------------------------------------------------------
 
 
 def _count_lines(path: Path) -> int:
@@ -163,47 +353,83 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def _jsonl_rows(path: Path, limit: int | None = None) -> Iterator[Any]:
+def _jsonl_rows(path: Path, label: str, limit: int | None = None) -> Iterator[tuple[int, Any]]:
+    """(line number, JSON object or _BadLine) for each non-blank line of the first ``limit`` lines."""
     with open(path, "rb") as f:
-        for i, raw in enumerate(f):
-            if limit is not None and i >= limit:
+        for number, raw in enumerate(f, 1):
+            if limit is not None and number > limit:
                 return
             if not raw.strip():
                 continue
-            try:
-                yield json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                yield _BadLine(f"{path.name}:{i + 1}: {exc}", raw)
+            yield number, _parse_line(raw, f"{label}:{number}", first=number == 1)
+
+
+def _parse_line(raw: bytes, where: str, *, first: bool) -> Any:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _BadLine("undecodable", where, f"not valid UTF-8 ({exc.reason} at byte {exc.start})",
+                        raw.decode("utf-8", "replace"))
+    if first:
+        line = line.removeprefix("\ufeff")
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        message = exc.msg[:-3] if exc.msg.endswith(" at") else exc.msg  # "Invalid control character at"
+        return _BadLine("invalid-json", where, f"not valid JSON ({message} at column {exc.colno})", line)
+    if not isinstance(row, dict):
+        return _BadLine("invalid-json", where, f"a JSON {type(row).__name__}, not an object", line)
+    return row
+
+
+# A JSON string or number, the values a key can have.
+_JSON_SCALAR = r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?'
 
 
 class _BadLine:
-    def __init__(self, reason: str, raw: bytes) -> None:
-        self.reason = reason
-        self.raw = raw
+    """A JSONL line that cannot be read: why, where, and its text (bad bytes replaced) to recover keys from."""
+
+    def __init__(self, kind: str, where: str, detail: str, text: str) -> None:
+        self.kind, self.where, self.detail, self.text = kind, where, detail, text
+
+    @property
+    def reason(self) -> str:
+        return f"{self.kind}: {self.where}: {self.detail}"
+
+    def recover(self, column: str) -> Any:
+        """The line's value of ``column`` if it can be read for certain despite the damage, else None."""
+        try:
+            row = json.loads(self.text)
+        except ValueError:
+            name = re.escape(json.dumps(column)[1:-1])
+            found = re.findall(rf'"{name}"\s*:\s*({_JSON_SCALAR})\s*[,}}]', self.text)
+            if len(found) != 1:
+                return None
+            try:
+                value = json.loads(found[0])
+            except ValueError:
+                return None
+        else:
+            value = row.get(column) if isinstance(row, dict) else None
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return None
+        if isinstance(value, str) and "\ufffd" in value:  # the bad bytes are in this value itself
+            return None
+        return value
 
 
-def _jsonl_batches(paths: list[Path], columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """Rows of JSON objects; values that are not strings are tagged so the runner can report them row by row."""
-    buf: dict[str, list[Any]] = {c: [] for c in columns}
-    for path in paths:
-        for row in _jsonl_rows(path):
-            if isinstance(row, _BadLine) or not isinstance(row, dict):
-                reason = row.reason if isinstance(row, _BadLine) else f"{path.name}: a line that is not a JSON object"
-                raise ValidationError(f"Cannot read {reason}. Fix or drop that line (its key is unknown).")
-            for c in columns:
-                buf[c].append(row.get(c))
-            if len(buf[columns[0]]) >= batch_rows:
-                yield _jsonl_batch(buf, columns)
-                buf = {c: [] for c in columns}
-    if buf[columns[0]]:
-        yield _jsonl_batch(buf, columns)
-
-
-def _jsonl_batch(buf: dict[str, list[Any]], columns: list[str]) -> pa.RecordBatch:
+def _jsonl_batch(buf: dict[str, list[Any]], columns: list[str], types: dict[str, pa.DataType]) -> pa.RecordBatch:
+    """One batch; a column that is all null here takes the type it had in earlier batches, so batches concatenate."""
     arrays = []
     for c in columns:
         try:
-            arrays.append(pa.array(buf[c]))
+            array = pa.array(buf[c])
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            arrays.append(_mark_non_strings(buf[c]))
+            array = _mark_non_strings(buf[c])
+        if pa.types.is_null(array.type):
+            if c in types:
+                array = array.cast(types[c])
+        else:
+            types.setdefault(c, array.type)
+        arrays.append(array)
     return pa.RecordBatch.from_arrays(arrays, names=columns)

@@ -30,13 +30,9 @@ HEAVY = ("torch", "transformers", "sentence_transformers", "onnxruntime")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def encoder_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Weight hashes and ONNX exports of this module's tests go to a temporary cache directory."""
-    path = tmp_path_factory.mktemp("featurestore-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FEATURESTORE_CACHE_DIR", str(path))
-        mp.delenv("FEATURESTORE_ALLOW_DOWNLOAD", raising=False)
-        yield path
+def _private_cache(encoder_cache: Path) -> Path:
+    """Every test of this module uses the private cache (see conftest)."""
+    return encoder_cache
 
 
 @pytest.fixture(scope="session")

@@ -64,7 +64,9 @@ def test_sources(store, tmp_path, fmt):
         source = df
     result = pipelines.embed(store, source, key="id", text="review", encoder="hash:16", name="r", progress=False)
     assert result.rows_written == 300
-    assert sorted(store.get("r").keys().column("id").to_pylist()) == list(range(300))
+    ids = store.get("r").keys().column("id").to_pylist()
+    # CSV cells are text: keys keep their spelling (pass key_types to read them as numbers)
+    assert sorted(ids) == sorted(str(i) if fmt == "csv" else i for i in range(300))
 
 
 def test_rerun_skips_and_changed_text_is_reembedded(store, reviews_file, tmp_path):
@@ -103,7 +105,7 @@ def test_undecodable_csv_text_is_an_error_row(store, tmp_path):
     result = pipelines.embed(store, path, key="id", text="review", encoder="hash:16", name="r")
     assert (result.rows_written, result.rows_failed) == (2, 1)
     [(key, reason)] = store.sql('select id, reason from "r@errors"').fetchall()
-    assert key == 2 and reason.startswith("undecodable")
+    assert key == "2" and reason.startswith("undecodable")
 
 
 @pytest.mark.parametrize("ids, match", [
