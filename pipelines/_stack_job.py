@@ -1,7 +1,11 @@
-"""Train, evaluate and save a stacker on stored feature sets: what `featurestore stack train` runs.
+"""Train, evaluate and save a stacker on stored feature sets: what `featurestore stack train` and `stack report` run.
 
 Honest by construction: the held-out split (whole groups when groups are given) is cut before anything is fitted,
 the stack and every baseline see only the training rows, and the report scores all of them on the same held-out rows.
+
+The held-out rows are saved with the model (``heldout.parquet``: their keys, labels and table columns), so
+``stack report`` scores exactly the rows ``stack train`` scored, from any working directory, even after the labels
+file has moved or changed. Both write ``scored.parquet`` beside the report: the keys they scored and the predictions.
 """
 
 from __future__ import annotations
@@ -11,8 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import featurestore
 from featurestore._names import validate_name
+
+SPLIT = "split.json"
+HELDOUT = "heldout.parquet"
+SCORED = "scored.parquet"
 
 
 def train_stack(store: featurestore.Store, sets: Sequence[str], labels: Any, *, key: str | Sequence[str] = "id",
@@ -21,9 +31,12 @@ def train_stack(store: featurestore.Store, sets: Sequence[str], labels: Any, *, 
                 n_boot: int = 1000, out: str | Path | None = None, write_oof: bool = True) -> dict[str, Any]:
     """Join ``sets`` with ``labels``, hold out ``test_size``, fit a StackingClassifier, compare, save and report.
 
-    The model goes to ``<store>/models/<name>``, the out-of-fold scores to feature set ``<name>_oof`` and the
-    report (metrics.json, table.txt, PNG plots) to ``out`` (default ``<store>/models/<name>/report``).
+    The model goes to ``<store>/models/<name>`` with its split (``split.json``) and held-out rows
+    (``heldout.parquet``), the out-of-fold scores to feature set ``<name>_oof`` and the report (metrics.json,
+    table.txt, scored.parquet, PNG plots) to ``out`` (default ``<store>/models/<name>/report``).
     """
+    import pyarrow.parquet as pq
+
     import stackers
 
     validate_name(name, "model")
@@ -37,13 +50,100 @@ def train_stack(store: featurestore.Store, sets: Sequence[str], labels: Any, *, 
     model.save(model_dir, metrics=comparison.to_dict())  # replaces a previous save whole, so it goes first
     out = Path(out) if out is not None else model_dir / "report"
     paths = stackers.report(comparison, out=out)
+    _write_scored(out / SCORED, test, model.classes_, comparison.probas["stack"])
     oof = None
     if write_oof:
         oof = stackers.write_oof(store, model, train, f"{name}_oof", version="auto")
-    split = {"test_size": test_size, "seed": seed, "n_train": len(train), "n_test": len(test),
-             "labels": str(labels) if isinstance(labels, (str, Path)) else "<table>", "label": label,
-             "groups": groups, "columns": list(columns or [])}
-    (model_dir / "split.json").write_text(json.dumps(split, indent=1))
-    return {"model": str(model_dir), "report": {k: str(v) for k, v in paths.items()}, "comparison": comparison,
-            "meta": model.meta_name_, "meta_scores": getattr(model, "meta_scores_", None),
+    pq.write_table(_heldout_table(test, label, groups), model_dir / HELDOUT)
+    split = {"test_size": test_size, "seed": seed, "n_boot": n_boot, "n_train": len(train), "n_test": len(test),
+             "labels": str(Path(labels).resolve()) if isinstance(labels, (str, Path)) else "<table>",
+             "label": label, "groups": groups, "columns": list(columns or []), "key": test.key, "heldout": HELDOUT}
+    (model_dir / SPLIT).write_text(json.dumps(split, indent=1))  # last: a model with split.json has its heldout rows
+    return {"model": str(model_dir), "report": {k: str(v) for k, v in paths.items()} | {"scored": str(out / SCORED)},
+            "comparison": comparison, "meta": model.meta_name_, "meta_scores": getattr(model, "meta_scores_", None),
             "oof_set": oof.name if oof is not None else None, "split": split, "estimator": model}
+
+
+def report_stack(store: featurestore.Store, name: str, *, labels: Any = None,
+                 out: str | Path | None = None) -> dict[str, Any]:
+    """Re-score saved model ``name`` on the rows ``train_stack`` held out; write the report to ``out``.
+
+    The held-out rows come from the model folder, with their labels; ``labels`` (a table or file) replaces those
+    labels, and must hold every held-out key. The bootstrap uses the training run's ``n_boot`` and seed, so the
+    stack's metrics and intervals are the ones ``train_stack`` reported.
+    """
+    import pyarrow.parquet as pq
+
+    import stackers
+
+    model_dir = store.models_dir / name
+    split_path = model_dir / SPLIT
+    if not split_path.is_file():
+        raise FileNotFoundError(f"{model_dir} has no {SPLIT}: it was not trained with `featurestore stack train`.")
+    split = json.loads(split_path.read_text())
+    model = stackers.load(model_dir)
+    sets = list(model.sources_)
+    key = list(model.key_)
+    common = dict(key=key, label=split["label"], columns=list(model.columns_) or None,
+                versions={k: v["version"] for k, v in model.sources_.items()})
+    heldout_path = model_dir / HELDOUT
+    if heldout_path.is_file():
+        heldout = pq.read_table(heldout_path)
+        if labels is None:
+            test = stackers.join(store, sets, labels=heldout, how="error", **common)
+        else:
+            test = _rows_for_keys(stackers.join(store, sets, labels=labels, **common), heldout.select(key), labels)
+    else:  # trained before the held-out rows were saved: cut the split again from the labels, as training did
+        labels = labels if labels is not None else split["labels"]
+        if labels == "<table>":
+            raise ValueError(f"{model_dir} was trained on an in-memory table and has no {HELDOUT}: pass labels.")
+        data = stackers.join(store, sets, labels=labels, groups=split["groups"], **common)
+        _, test = data.split(test_size=split["test_size"], random_state=split["seed"])
+    comparison = stackers.Comparison.from_model(model, test, n_boot=int(split.get("n_boot", 1000)),
+                                                random_state=split.get("seed", 0))
+    out = Path(out) if out is not None else model_dir / "report"
+    paths = stackers.report(comparison, out=out)
+    _write_scored(out / SCORED, test, model.classes_, comparison.probas["stack"])
+    return {"model": str(model_dir), "report": {k: str(v) for k, v in paths.items()} | {"scored": str(out / SCORED)},
+            "comparison": comparison, "n_test": len(test), "keys": test.keys, "text": paths.text}
+
+
+def _heldout_table(test, label: str, groups: str | None):
+    """The held-out rows as a labels table: key columns, the label, the groups and the table columns."""
+    import pyarrow as pa
+
+    table = test.keys
+    table = table.append_column(label, pa.array(test.y))
+    if groups is not None:
+        table = table.append_column(groups, pa.array(test.groups))
+    if test.columns is not None:
+        extra = pa.Table.from_pandas(test.columns, preserve_index=False)
+        for field, column in zip(extra.schema, extra.columns):
+            table = table.append_column(field, column)
+    return table
+
+
+def _rows_for_keys(data, keys, labels: Any):
+    """The rows of TrainingSet ``data`` whose keys are ``keys``, in that order; every key must be there."""
+    names = keys.column_names
+    position = {k: i for i, k in enumerate(zip(*(data.keys.column(n).to_pylist() for n in names)))}
+    wanted = list(zip(*(keys.column(n).to_pylist() for n in names)))
+    missing = [k for k in wanted if k not in position]
+    if missing:
+        where = repr(str(labels)) if isinstance(labels, (str, Path)) else "the labels"
+        raise ValueError(f"{len(missing)} of the {len(wanted)} held-out keys have no row in {where} (joined with "
+                         f"the model's feature sets), e.g. {missing[:3]}; the report scores exactly the held-out rows.")
+    return data.subset(np.array([position[k] for k in wanted], dtype=np.int64))
+
+
+def _write_scored(path: Path, test, classes: np.ndarray, proba: np.ndarray) -> None:
+    """Which rows were scored, their label and the stack's prediction: keys, label, prediction, confidence."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = test.keys if test.keys is not None else pa.table({"row": np.arange(len(test))})
+    best = np.argmax(proba, axis=1)
+    table = (table.append_column("label", pa.array(test.y)).append_column("prediction", pa.array(classes[best]))
+             .append_column("confidence", pa.array(proba[np.arange(len(best)), best])))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)

@@ -152,16 +152,22 @@ def _cell(value: Any, width: int = 60) -> str:
 @store_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-@click.option("--max-rows", type=int, default=50, show_default=True, help="Rows shown by the table format.")
-def sql(query: str, store_path: str, fmt: str, as_json: bool, max_rows: int) -> None:
-    """Run a read-only SQL QUERY over the feature set views.
+@click.option("--max-rows", type=click.IntRange(min=1), default=50, show_default=True, help="Rows shown by the table format.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop the query after this many seconds.")
+@click.option("--memory-limit", help="Cap DuckDB's memory, e.g. 2GB (default: DuckDB's, 80% of RAM).")
+def sql(query: str, store_path: str, fmt: str, as_json: bool, max_rows: int, timeout: float | None,
+        memory_limit: str | None) -> None:
+    """Run a read-only SQL QUERY over the feature set views. Ctrl-C stops it.
 
     \b
       featurestore sql "select id, array_cosine_similarity(embedding, embedding) from reviews_minilm limit 3"
-      featurestore sql "select * from runs" --json
+      featurestore sql "select * from runs" --json --timeout 30
     """
-    result = _open(store_path).sql(query)
-    table = result.arrow()
+    result = _open(store_path).sql(query, timeout=timeout, memory_limit=memory_limit)
+    try:
+        table = result.arrow()
+    except KeyboardInterrupt:
+        raise click.ClickException("Interrupted: the query was stopped.") from None
     if as_json or fmt == "json":
         _echo_json(table.to_pylist())
     elif fmt == "csv":
@@ -404,38 +410,36 @@ def stack_predict(store_path, model_name, keys_path, output, as_json):
 @stack.command(name="report")
 @store_option
 @click.option("--model", "-m", "model_name", required=True)
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Labels (default: those the model was trained with).")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+              help="Labels for the held-out rows (default: those saved with the model at training).")
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: <store>/models/NAME/report).")
 @json_option
 def stack_report(store_path, model_name, labels, out, as_json):
-    """Re-score a saved stacker on its held-out split and write metrics.json + PNG plots."""
-    import stackers
+    """Re-score a saved stacker on exactly the rows `stack train` held out; write metrics.json + PNG plots.
+
+    The held-out keys and labels are saved with the model, so this works from any directory.
+    """
+    from ._stack_job import SPLIT, report_stack
 
     store = _open(store_path)
     model_dir = _model_dir(store, model_name)
-    split_path = model_dir / "split.json"
-    if not split_path.is_file():
-        raise click.ClickException(f"{model_dir} has no split.json: it was not trained with `featurestore stack train`.")
-    split = json.loads(split_path.read_text())
-    labels = labels or split["labels"]
-    if labels == "<table>":
-        raise click.UsageError("This model was trained on an in-memory table: pass --labels.")
-    model = stackers.load(model_dir)
-    sets = list(model.sources_)
-    data = stackers.join(store, sets, labels=labels, key=list(model.key_), label=split["label"], groups=split["groups"],
-                         columns=split["columns"] or None, versions={k: v["version"] for k, v in model.sources_.items()})
-    _, test = data.split(test_size=split["test_size"], random_state=split["seed"])
-    paths = stackers.report(model, test, out=Path(out) if out else model_dir / "report")
+    if not (model_dir / SPLIT).is_file():
+        raise click.ClickException(f"{model_dir} has no {SPLIT}: it was not trained with `featurestore stack train`.")
+    result = report_stack(store, model_name, labels=labels, out=out)
     if as_json:
-        _echo_json({k: str(v) for k, v in paths.items()})
+        _echo_json(result["report"] | {"n_test": result["n_test"]})
     else:
-        click.echo(Path(paths["table"]).read_text() if "table" in paths else "")
-        click.echo(f"report written to {Path(paths['metrics']).parent}")
+        click.echo(result["text"])
+        click.echo(f"{result['n_test']:,} held-out rows scored; report written to {Path(result['report']['metrics']).parent}")
 
 
 def _model_dir(store: featurestore.Store, name: str) -> Path:
+    import stackers
+
     path = store.models_dir / name
-    if not (path / "manifest.json").is_file():
+    try:
+        stackers.read_manifest(path)  # also restores a model whose save was killed between its two renames
+    except FileNotFoundError:
         known = sorted(p.name for p in store.models_dir.iterdir() if (p / "manifest.json").is_file()) if store.models_dir.is_dir() else []
         raise click.ClickException(f"No model named {name!r} in {store.root}. Known: {known or 'none'}.")
     return path

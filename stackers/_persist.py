@@ -7,14 +7,29 @@ No pickle anywhere: loading a model must not run code from the file. The directo
     meta_lightgbm.txt    the LightGBM meta booster, when that is the meta learner
 
 A loaded model predicts bit for bit what the saved one did.
+
+A model folder is input like any other, so ``load`` trusts none of it: the file names are fixed (the manifest's
+``arrays`` field must say ``arrays.npz``; nothing is followed out of the folder, symbolic links are refused), every
+array's name, dtype and shape is derived from the manifest and checked in the ``.npz`` member headers before a byte
+of data is read (members must be stored uncompressed, so no member can expand beyond the file's size), and the
+LightGBM text is checked in Python (``_lgbm_text``) before LightGBM, whose parser crashes on bad input, sees it.
+
+``save`` writes a sibling ``.<name>.tmp-*`` folder and swaps it in with two renames. A process killed between them
+leaves no folder at ``path``; ``load`` then finishes the swap (the finished new model, else the old one) and the
+next ``save`` removes the leftovers.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import platform
 import shutil
+import stat
 import uuid
+import warnings
+import zipfile
 from datetime import datetime, timezone
 from numbers import Integral
 from pathlib import Path
@@ -23,6 +38,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._lgbm_text import MAX_LEAVES, check_model_text
 from ._meta import LightGBMMeta, LogisticMeta
 from ._probes import CentroidSimilarity, LogisticProbe
 
@@ -33,6 +49,11 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
 LGBM_FILE = "meta_lightgbm.txt"
+STORE_MARKER = "featurestore.json"  # featurestore._store.MARKER: a store root holds it
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_TREES = 10**6
+_ESTIMATOR_CLASS = {"logistic": "LogisticProbe", "centroid": "CentroidSimilarity"}
+_FLOAT, _INT = "f", "iu"  # dtype kinds an array may have; anything else (object, strings, records) is refused
 
 
 def json_default(value: Any) -> Any:
@@ -83,9 +104,13 @@ def _encode_classes(classes: np.ndarray) -> dict[str, Any]:
 def _decode_classes(spec: dict[str, Any]) -> np.ndarray:
     if spec["dtype"] == "object":
         return np.array(spec["values"], dtype=object)
-    return np.array(spec["values"], dtype=np.dtype(spec["dtype"]))
+    dtype = np.dtype(spec["dtype"])
+    if dtype.kind not in "biufUS" or dtype.itemsize > 4096:
+        raise ValueError(f"classes dtype {spec['dtype']!r} is not a number or string dtype")
+    return np.array(spec["values"], dtype=dtype)
 
 
+# -- save ----------------------------------------------------------------------------------------------------------
 def save(model, path, *, metrics: Any = None) -> Path:
     """Write fitted ``model`` to directory ``path`` (replaced if it holds a saved model); returns the path."""
     check_is_fitted(model)
@@ -135,65 +160,415 @@ def save(model, path, *, metrics: Any = None) -> Path:
         "oof_feature_names": list(model.oof_feature_names_),
         "meta": {"name": model.meta_name_, "scores": model.meta_scores_, "state": meta_state},
         "metrics": metrics,
-        "arrays": ARRAYS,
+        "arrays": ARRAYS,  # always this name: kept for readers of older versions, checked (never followed) by load
         "versions": _library_versions(),
     }
     text = json.dumps(manifest, indent=2, default=json_default, allow_nan=False)
 
     path = Path(path)
-    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / MANIFEST).exists())):
-        raise FileExistsError(f"{str(path)!r} exists and is not a saved model; refusing to replace it.")
+    _check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    old = None
     try:
-        np.savez(tmp / ARRAYS, **arrays)
+        np.savez(tmp / ARRAYS, **arrays)  # stored, not compressed: load refuses compressed members
+        _fsync(tmp / ARRAYS)
         if isinstance(model.meta_estimator_, LightGBMMeta):
-            (tmp / LGBM_FILE).write_text(model.meta_estimator_.model_text_)
-        (tmp / MANIFEST).write_text(text)
-        # Swap in the finished directory: a crash leaves the old model or the new one, not half of each.
-        old = None
+            _write_text(tmp / LGBM_FILE, model.meta_estimator_.model_text_)
+        # The manifest goes in last, whole (write + rename): a leftover folder with a manifest is a finished model.
+        _write_text(tmp / (MANIFEST + ".part"), text)
+        os.replace(tmp / (MANIFEST + ".part"), tmp / MANIFEST)
+        _fsync(tmp)
+        # Swap in the finished directory. A kill between the two renames leaves no folder at `path`: load finishes
+        # the swap from the siblings (_recover), so the old model or the new one is always what loads.
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             path.rename(old)
-        tmp.rename(path)
-        if old is not None:
-            shutil.rmtree(old)
+        try:
+            tmp.rename(path)
+        except FileNotFoundError:
+            if tmp.exists() or not path.exists():  # else a concurrent load already finished this very swap
+                raise
+        _fsync(path.parent)
     except BaseException:
+        if old is not None and not path.exists():
+            try:
+                old.rename(path)  # put the previous model back
+            except OSError:
+                pass  # load recovers it from the sibling
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for leftover in _leftovers(path):  # the old model, and whatever killed saves left behind
+        _discard(leftover)
     return path
 
 
+def _write_text(file: Path, text: str) -> None:
+    with open(file, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or folder to disk where the platform allows it (folders cannot be opened on Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _is_model_manifest(file: Path) -> bool:
+    try:
+        if file.stat().st_size > MAX_MANIFEST_BYTES:
+            return False
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
+def _check_target(path: Path) -> None:
+    """Refuse to replace anything but a saved model, and to write among a feature store's feature sets."""
+    where = path.resolve()
+    for parent in where.parents:
+        if (parent / STORE_MARKER).is_file() and (where == parent / "sets" or (parent / "sets") in where.parents):
+            raise FileExistsError(
+                f"{str(path)!r} is inside the feature sets of the store at {str(parent)!r}; refusing to write a "
+                f"model there (models go under {str(parent / 'models')!r})."
+            )
+    if (where.parent / MANIFEST).is_file() and not _is_model_manifest(where.parent / MANIFEST):
+        raise FileExistsError(
+            f"{str(path)!r} is inside {str(where.parent)!r}, which holds a {MANIFEST} that is not a stackers model "
+            "manifest (a feature set version?); refusing to write into it."
+        )
+    if path.is_symlink():
+        raise FileExistsError(f"{str(path)!r} is a symbolic link, not a saved model; refusing to replace it.")
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise FileExistsError(f"{str(path)!r} exists and is a file, not a saved model; refusing to replace it.")
+    if (path / STORE_MARKER).exists():
+        raise FileExistsError(
+            f"{str(path)!r} is not a saved model: it is a feature store root ({STORE_MARKER}); refusing to replace it."
+        )
+    if (path / MANIFEST).exists():
+        if not _is_model_manifest(path / MANIFEST):
+            raise FileExistsError(
+                f"{str(path)!r} is not a saved model: its {MANIFEST} is not a stackers model manifest (a feature set "
+                "version?); refusing to replace it."
+            )
+    elif any(path.iterdir()):
+        raise FileExistsError(f"{str(path)!r} exists and is not a saved model; refusing to replace it.")
+
+
+def _leftovers(path: Path) -> list[Path]:
+    """The ``.<name>.tmp-*`` and ``.<name>.old-*`` folders that saves to ``path`` create beside it."""
+    parent = path.parent
+    if not parent.is_dir():
+        return []
+    prefixes = (f".{path.name}.tmp-", f".{path.name}.old-")
+    return [p for p in parent.iterdir() if p.name.startswith(prefixes) and p.is_dir() and not p.is_symlink()]
+
+
+def _discard(folder: Path) -> None:
+    # The manifest goes first: a leftover that still has one is whole, which is what _recover relies on.
+    try:
+        (folder / MANIFEST).unlink()
+    except FileNotFoundError:
+        pass
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _recover(path: Path) -> None:
+    """Finish a save killed between moving the old model aside and moving the new one in.
+
+    Takes the newest finished ``.<name>.tmp-*`` (the model that save was installing), else the newest whole
+    ``.<name>.old-*`` (the model it replaced). A folder counts once it holds a manifest: saves write it last.
+    """
+    if path.exists() or path.is_symlink():
+        return
+    candidates = []
+    for folder in _leftovers(path):
+        manifest = folder / MANIFEST
+        if manifest.is_file() and not manifest.is_symlink():
+            is_new = folder.name.startswith(f".{path.name}.tmp-")
+            candidates.append((is_new, manifest.stat().st_mtime_ns, folder.name, folder))
+    if not candidates:
+        return
+    folder = max(candidates)[-1]
+    try:
+        folder.rename(path)
+    except OSError:
+        if not path.exists():  # else another process recovered it first
+            raise
+        return
+    warnings.warn(f"{str(path)!r} was missing after an interrupted save; restored it from {folder.name!r}.",
+                  stacklevel=3)
+
+
+# -- load ----------------------------------------------------------------------------------------------------------
+def _regular_file(file: Path) -> os.stat_result:
+    """A plain file inside the model folder: no symbolic link may lead out of it."""
+    try:
+        st = os.lstat(file)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"No saved model file at {str(file)!r}.") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise ValueError(f"{str(file)!r} is a symbolic link; a saved model holds plain files only.")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{str(file)!r} is not a regular file.")
+    return st
+
+
 def read_manifest(path) -> dict[str, Any]:
-    """The manifest of a saved model, checked to be one."""
+    """The manifest of a saved model, checked to be one (after finishing a save that was killed half way)."""
     path = Path(path)
+    _recover(path)
     file = path / MANIFEST
-    if not file.exists():
+    if not file.exists() and not file.is_symlink():
         raise FileNotFoundError(f"No saved model at {str(path)!r}: {MANIFEST} is missing.")
-    manifest = json.loads(file.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{str(file)!r} is not a stackers model manifest (format={manifest.get('format')!r}).")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
+    size = _regular_file(file).st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise ValueError(f"{str(file)!r} is {size:,} bytes; a model manifest is at most {MAX_MANIFEST_BYTES:,}.")
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{str(file)!r} is not valid JSON: {exc}.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(f"{str(file)!r} is not a stackers model manifest (format={got!r}).")
+    version = manifest.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(
-            f"{str(path)!r} was saved by a newer stackers (format {manifest['format_version']}); upgrade to load it."
+            f"{str(path)!r} was saved by a newer stackers (format {version!r}); upgrade to load it."
         )
     return manifest
 
 
+def _int(value: Any, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or not low <= value <= high:
+        raise ValueError(f"{what} must be an integer in [{low}, {high}]. Got {value!r} instead")
+    return int(value)
+
+
+def _layout(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the manifest says the arrays are: name -> (dtype kinds, shape), ``None`` standing for the row count."""
+    classes = manifest["classes"]["values"]
+    if not isinstance(classes, list) or len(classes) < 2:
+        raise ValueError(f"classes must list at least 2 classes. Got {classes!r:.80} instead")
+    k = len(classes)
+    n_out = 1 if k == 2 else k
+    params = manifest["params"]
+    if params.get("base") != "logistic":
+        raise ValueError(f"params.base must be 'logistic'. Got {params.get('base')!r} instead")
+    extras = params.get("extras")
+    if not isinstance(extras, list) or not set(extras) <= {"centroid"} or len(set(extras)) != len(extras):
+        raise ValueError(f"params.extras must be [] or ['centroid']. Got {extras!r} instead")
+    kinds = ["logistic", *extras]
+    width = {"logistic": n_out, "centroid": k}
+
+    layout: dict[str, tuple[str, tuple]] = {}
+    blocks = manifest["blocks"]
+    if not isinstance(blocks, list) or not blocks:
+        raise ValueError("blocks must be a non-empty list")
+    for i, b in enumerate(blocks):
+        if not isinstance(b.get("name"), str):
+            raise ValueError(f"blocks[{i}].name must be a string")
+        d = _int(b.get("dim"), f"blocks[{i}].dim", 1, 1 << 24)
+        ests = b.get("estimators")
+        if not isinstance(ests, dict) or sorted(ests) != sorted(kinds):
+            raise ValueError(f"blocks[{i}].estimators must hold exactly {kinds}")
+        for kind in kinds:
+            ref = ests[kind]
+            if ref.get("class") != _ESTIMATOR_CLASS[kind] or ref.get("prefix") != f"base{i}.{kind}.":
+                raise ValueError(f"blocks[{i}].estimators.{kind} must be class {_ESTIMATOR_CLASS[kind]!r} with "
+                                 f"prefix 'base{i}.{kind}.'")
+            p = f"base{i}.{kind}."
+            layout[p + "classes"] = (_INT, (k,))
+            if kind == "logistic":
+                layout.update({p + "mean": (_FLOAT, (d,)), p + "scale": (_FLOAT, (d,)),
+                               p + "coef": (_FLOAT, (n_out, d)), p + "intercept": (_FLOAT, (n_out,))})
+            else:
+                layout[p + "centroids"] = (_FLOAT, (k, d))
+    n_oof = len(blocks) * sum(width[kind] for kind in kinds)
+    names = manifest["oof_feature_names"]
+    if not isinstance(names, list) or len(names) != n_oof:
+        raise ValueError(f"oof_feature_names must list {n_oof} names ({len(blocks)} blocks x {kinds}, {k} classes)")
+    layout["oof_predictions"] = (_FLOAT, (None, n_oof))
+    layout["fold_ids"] = (_INT, (None,))
+
+    meta = manifest["meta"]
+    state = meta["state"]
+    if _int(state.get("n_classes"), "meta.state.n_classes", 2, 1 << 31) != k:
+        raise ValueError(f"meta.state.n_classes is {state['n_classes']} but the manifest lists {k} classes")
+    columns = state["columns"]
+    if not isinstance(columns, list) or [c.get("name") for c in columns] != manifest["columns"]:
+        raise ValueError(f"meta.state.columns must describe the columns {manifest['columns']!r}")
+    width_cols = 0
+    for c in columns:
+        if c.get("kind") not in ("numeric", "categorical") or not isinstance(c.get("categories"), list):
+            raise ValueError(f"meta.state.columns entry {c!r:.80} is not a numeric or categorical column")
+        width_cols += 1 if c["kind"] == "numeric" else len(c["categories"])
+    out = {"layout": layout, "k": k, "n_oof": n_oof}
+    if meta.get("name") == "logistic":
+        p = n_oof + width_cols
+        if any(not isinstance(j, int) or not 0 <= j < n_oof for j in state["proba_columns"]):
+            raise ValueError(f"meta.state.proba_columns must index the {n_oof} score columns")
+        layout.update({"meta.mean": (_FLOAT, (p,)), "meta.scale": (_FLOAT, (p,)), "meta.coef": (_FLOAT, (n_out, p)),
+                       "meta.intercept": (_FLOAT, (n_out,)), "meta.classes": (_INT, (k,))})
+    elif meta.get("name") == "lightgbm":
+        n_est = _int(state.get("n_estimators"), "meta.state.n_estimators", 1, MAX_TREES)
+        leaves = _int(state.get("num_leaves"), "meta.state.num_leaves", 2, MAX_LEAVES)
+        out.update(n_features=n_oof + len(columns), max_trees=min(n_est * n_out, MAX_TREES), max_leaves=leaves)
+    else:
+        raise ValueError(f"Unknown meta learner {meta.get('name')!r}")
+    return out
+
+
+def _read_arrays(file: Path, layout: dict[str, tuple[str, tuple]], *, n_splits: int, k: int) -> dict[str, np.ndarray]:
+    """The arrays the layout names, each checked in its .npy header (name, dtype, shape, size) before it is read."""
+    size = _regular_file(file).st_size
+    where = repr(str(file))
+    try:
+        zf = zipfile.ZipFile(file)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"{where} is not a readable .npz archive: {exc}.") from None
+    with zf:
+        infos = zf.infolist()
+        names = [info.filename for info in infos]
+        wanted = {key + ".npy": key for key in layout}
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where} names a member twice.")
+        unknown, missing = sorted(set(names) - set(wanted)), sorted(set(wanted) - set(names))
+        if unknown:
+            raise ValueError(f"{where} holds member(s) {unknown[:5]} that the manifest does not describe; expected "
+                             f"exactly {sorted(wanted)[:8]}{'...' if len(wanted) > 8 else ''}.")
+        if missing:
+            raise ValueError(f"{where} lacks the array(s) {missing[:5]} that the manifest describes.")
+        total = 0
+        for info in infos:
+            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+                raise ValueError(f"{where} member {info.filename!r} is compressed or encrypted; a saved model stores "
+                                 "its arrays uncompressed (np.savez), so this file was not written by stackers.")
+            total += info.file_size
+            if info.file_size != info.compress_size or total > size:
+                raise ValueError(f"{where} member {info.filename!r} declares more bytes than the file holds.")
+
+        arrays: dict[str, np.ndarray] = {}
+        n_rows = None
+        for info in infos:
+            key = wanted[info.filename]
+            kinds, want = layout[key]
+            what = f"{where} member {info.filename!r}"
+            with zf.open(info) as fp:
+                try:
+                    version = np.lib.format.read_magic(fp)
+                    if version == (1, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+                    elif version == (2, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+                    else:
+                        raise ValueError(f"unsupported .npy format version {version}")
+                except (ValueError, OSError, EOFError) as exc:
+                    raise ValueError(f"{what} is not a plain .npy array: {exc}.") from None
+                header = fp.tell()
+            if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in kinds:
+                raise ValueError(f"{what} has dtype {dtype}; expected {'a float' if kinds == _FLOAT else 'an integer'} "
+                                 "dtype.")
+            if len(shape) != len(want):
+                raise ValueError(f"{what} has shape {shape}; expected {_shape_text(want)}.")
+            for got, exp in zip(shape, want):
+                if exp is None:
+                    n_rows = got if n_rows is None else n_rows
+                    exp = n_rows
+                if got != exp:
+                    raise ValueError(f"{what} has shape {shape}; the manifest implies {_shape_text(want, n_rows)}.")
+            if header + math.prod(shape) * dtype.itemsize != info.file_size:
+                raise ValueError(f"{what} holds {info.file_size - header:,} data bytes; shape {shape} of {dtype} "
+                                 f"needs {math.prod(shape) * dtype.itemsize:,}.")
+            with zf.open(info) as fp:
+                arrays[key] = np.lib.format.read_array(fp, allow_pickle=False)
+
+    for key, a in arrays.items():
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ValueError(f"{where} array {key!r} holds NaN or infinite values.")
+        if key.endswith("classes") and not np.array_equal(a, np.arange(k)):
+            raise ValueError(f"{where} array {key!r} must be the class indices 0..{k - 1}.")
+    folds = arrays["fold_ids"]
+    if folds.size and (folds.min() < 0 or folds.max() >= n_splits):
+        raise ValueError(f"{where} array 'fold_ids' must hold fold numbers in [0, {n_splits - 1}].")
+    return arrays
+
+
+def _shape_text(shape: tuple, n_rows: int | None = None) -> str:
+    return "(" + ", ".join(("n_rows" if n_rows is None else str(n_rows)) if s is None else str(s)
+                           for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _read_model_text(file: Path, *, n_features: int, n_classes: int, max_trees: int, max_leaves: int) -> str:
+    size = _regular_file(file).st_size
+    # A generous bound for trees of at most max_leaves leaves: a 15-leaf tree takes about 1.2 KB.
+    limit = (1 << 20) + max_trees * (2048 + 1024 * max_leaves)
+    if size > limit:
+        raise ValueError(f"{str(file)!r} is {size:,} bytes; {max_trees} trees of at most {max_leaves} leaves take at "
+                         f"most {limit:,}.")
+    raw = file.read_bytes()
+    if not raw.isascii():
+        raise ValueError(f"{str(file)!r} is not a LightGBM model this stacker can load: it holds non-ASCII bytes.")
+    text = raw.decode("ascii").replace("\r\n", "\n")  # a model saved on Windows by an older stackers
+    check_model_text(text, n_features=n_features, n_classes=n_classes, max_trees=max_trees, max_leaves=max_leaves,
+                     source=repr(str(file)))
+    return text
+
+
 def load(path):
-    """Load a model written by ``StackingClassifier.save``; arrays are read with ``allow_pickle=False``."""
+    """Load a model written by ``StackingClassifier.save``; arrays are read with ``allow_pickle=False``.
+
+    Everything is checked against the manifest first; a folder that does not hold a consistent saved model raises
+    ``ValueError`` naming the file and what is wrong.
+    """
     from ._stacking import StackingClassifier
 
     path = Path(path)
+    _recover(path)
     manifest = read_manifest(path)
-    params = {k: v for k, v in manifest["params"].items() if k in StackingClassifier._get_param_names()}
-    params["extras"] = tuple(params["extras"])
-    model = StackingClassifier(**params)
-    with np.load(path / manifest["arrays"], allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    mfile = repr(str(path / MANIFEST))
+    if manifest.get("arrays", ARRAYS) != ARRAYS:
+        raise ValueError(f"{mfile} names arrays file {manifest['arrays']!r}; a saved model keeps its arrays in "
+                         f"{ARRAYS!r} inside its own folder.")
+    try:
+        shape = _layout(manifest)
+        n_splits = _int(manifest["n_splits"], "n_splits", 1, 1 << 31)
+        classes = _decode_classes(manifest["classes"])
+    except ValueError as exc:
+        raise ValueError(f"{mfile} does not describe a model this stackers can load: {exc}.") from None
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{mfile} is malformed: {type(exc).__name__} {exc}.") from None
+    arrays = _read_arrays(path / ARRAYS, shape["layout"], n_splits=n_splits, k=shape["k"])
+    model_text = None
+    if manifest["meta"]["name"] == "lightgbm":
+        model_text = _read_model_text(path / LGBM_FILE, n_features=shape["n_features"], n_classes=shape["k"],
+                                      max_trees=shape["max_trees"], max_leaves=shape["max_leaves"])
+    try:
+        return _build(StackingClassifier, manifest, classes, arrays, model_text)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{mfile} is malformed: {type(exc).__name__} {exc}.") from None
 
-    model.classes_ = _decode_classes(manifest["classes"])
+
+def _build(cls, manifest: dict[str, Any], classes: np.ndarray, arrays: dict[str, np.ndarray],
+           model_text: str | None):
+    params = {k: v for k, v in manifest["params"].items() if k in cls._get_param_names()}
+    params["extras"] = tuple(params["extras"])
+    model = cls(**params)
+    model.classes_ = classes
     model.blocks_ = {b["name"]: int(b["dim"]) for b in manifest["blocks"]}
     model.n_features_in_ = int(manifest["n_features_in"])
     if manifest.get("feature_names_in") is not None:
@@ -207,13 +582,10 @@ def load(path):
                 est = LogisticProbe(C=model.C)
                 est.mean_, est.scale_ = get("mean"), get("scale")
                 est.coef_, est.intercept_ = get("coef"), get("intercept")
-                est.n_features_in_ = int(b["dim"])
-            elif ref["class"] == "CentroidSimilarity":
+            else:
                 est = CentroidSimilarity()
                 est.centroids_ = get("centroids")
-                est.n_features_in_ = int(b["dim"])
-            else:
-                raise ValueError(f"Unknown base learner class {ref['class']!r} in {str(path)!r}.")
+            est.n_features_in_ = int(b["dim"])
             est.classes_ = get("classes")
             ests[kind] = est
         model.base_estimators_[b["name"]] = ests
@@ -222,12 +594,8 @@ def load(path):
     meta_arrays = {k[len("meta."):]: v for k, v in arrays.items() if k.startswith("meta.")}
     if meta["name"] == "logistic":
         model.meta_estimator_ = LogisticMeta.from_state(meta["state"], meta_arrays)
-    elif meta["name"] == "lightgbm":
-        model.meta_estimator_ = LightGBMMeta.from_state(
-            meta["state"], meta_arrays, model_text=(path / LGBM_FILE).read_text()
-        )
     else:
-        raise ValueError(f"Unknown meta learner {meta['name']!r} in {str(path)!r}.")
+        model.meta_estimator_ = LightGBMMeta.from_state(meta["state"], meta_arrays, model_text=model_text)
     model.meta_name_ = meta["name"]
     model.meta_scores_ = dict(meta["scores"])
     model.oof_predictions_ = arrays["oof_predictions"]
