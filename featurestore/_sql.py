@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -59,25 +60,40 @@ def _check_statement(con: Any, text: str, kind: str) -> None:
 
 
 def _with_timeout(con: Any, timeout: float | None, run: Callable[[], T]) -> T:
-    """Run ``run`` and interrupt DuckDB after ``timeout`` seconds, or at Ctrl-C (DuckDB holds the GIL-free loop)."""
+    """Run ``run``; interrupt DuckDB after ``timeout`` seconds, or at Ctrl-C.
+
+    DuckDB notices a pending Ctrl-C only between tasks, so a long join could run on for minutes: while a query runs
+    on the main thread, SIGINT calls ``con.interrupt()`` (which stops it within a vector), then surfaces as
+    KeyboardInterrupt as usual.
+    """
     import duckdb
 
-    timer = threading.Timer(timeout, con.interrupt) if timeout else None
+    fired = {"timeout": False, "sigint": False}
+
+    def stop(reason: str) -> None:
+        fired[reason] = True
+        con.interrupt()
+
+    timer = threading.Timer(timeout, stop, args=("timeout",)) if timeout else None
     if timer is not None:
         timer.daemon = True
         timer.start()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda *_: stop("sigint"))
     try:
         return run()
-    except duckdb.InterruptException:
-        if timer is not None and not timer.is_alive():
+    except (duckdb.InterruptException, RuntimeError) as exc:
+        if not isinstance(exc, duckdb.InterruptException) and "interrupted" not in str(exc).lower():
+            raise
+        if fired["timeout"] and not fired["sigint"]:
             raise QueryTimeoutError(f"The query ran past its timeout of {timeout:g}s and was stopped.") from None
         raise KeyboardInterrupt from None
-    except KeyboardInterrupt:
-        con.interrupt()
-        raise
     finally:
         if timer is not None:
             timer.cancel()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 class Result:

@@ -40,6 +40,24 @@ def run_python():
     return _run_python
 
 
+def _read_line(proc: subprocess.Popen, timeout: float = 120) -> str:
+    """The child's next stdout line, or an AssertionError after ``timeout`` seconds: a stuck child never hangs CI."""
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            proc.kill()
+            raise AssertionError(f"no output from the child process within {timeout:g}s")
+    return proc.stdout.readline()
+
+
+@pytest.fixture
+def read_line():
+    """``read_line(proc, timeout=120)``: the next line a Popen child prints, with a deadline."""
+    return _read_line
+
+
 def pytest_collection_modifyitems(config, items):
     if not any("gpu" in item.keywords for item in items):
         return

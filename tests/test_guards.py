@@ -461,8 +461,6 @@ SLOW = "select count(*) from range(1000000) a, range(1000000) b where (a.range *
 
 
 def test_cli_sql_timeout_stops_a_slow_query(sql_store):
-    if not any(p.name == "timeout" for p in cli.commands["sql"].params):
-        pytest.skip("`featurestore sql` has no --timeout option yet")
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "sql", SLOW, "--store", str(sql_store.root),
                            "--timeout", "1"], capture_output=True, text=True, timeout=90, cwd=ROOT)
@@ -477,12 +475,22 @@ def test_cli_sql_timeout_stops_a_slow_query(sql_store):
 
 
 def test_api_sql_timeout_stops_a_slow_query(sql_store):
-    import inspect
-
-    if "timeout" not in inspect.signature(sql_store.sql).parameters:
-        pytest.skip("store.sql() has no timeout parameter yet")
     t0 = time.monotonic()
     with pytest.raises(FeatureStoreError, match="(?i)time"):
         sql_store.sql(SLOW, timeout=0.5).fetchall()
     assert time.monotonic() - t0 < 20
     assert sql_store.sql("select count(*) from a", timeout=30).fetchone()[0] == 20
+
+
+def test_cli_sql_stops_at_ctrl_c(sql_store):
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "sql", SLOW, "--store", str(sql_store.root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    time.sleep(3)  # started and inside the query
+    assert proc.poll() is None, proc.communicate(timeout=10)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10, "the query kept running after Ctrl-C"
+    assert proc.returncode == 1 and "Interrupted" in err, (proc.returncode, err)

@@ -123,11 +123,11 @@ time.sleep(60)
 """
 
 
-def test_catalog_held_by_another_process_never_loses_data(store, vectors, tmp_path, monkeypatch):
+def test_catalog_held_by_another_process_never_loses_data(store, vectors, tmp_path, monkeypatch, read_line):
     store.write("a", {"id": np.arange(5), "embedding": vectors[:5]}, spec=SPEC)
     holder = subprocess.Popen([sys.executable, "-c", HOLD_CATALOG, str(store.catalog_path)], stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "held"
+        assert read_line(holder).strip() == "held"
         import featurestore._catalog as cat
         original = cat.write_catalog
         monkeypatch.setattr("featurestore._store.write_catalog", lambda root, entries, **kw: original(root, entries, timeout=0.5, **kw))
@@ -139,7 +139,7 @@ def test_catalog_held_by_another_process_never_loses_data(store, vectors, tmp_pa
         assert store.sql("select count(*) from a").fetchone()[0] == 10  # readers use the manifests
     finally:
         holder.kill()
-        holder.wait()
+        holder.wait(timeout=60)
     assert not store.doctor().ok
     assert store.doctor(rebuild=True).ok and not store.catalog_stale
     con = _open_catalog(store)

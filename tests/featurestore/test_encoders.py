@@ -185,7 +185,8 @@ def test_import_does_not_import_model_libraries() -> None:
         assert not loaded, loaded
         """
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
+                            timeout=120)
     assert result.returncode == 0, result.stderr
 
 
@@ -315,7 +316,7 @@ def test_onnx_backend_matches_torch_and_reuses_its_export(
     )
     saved = encoder_cache / "again.npy"
     result = subprocess.run(
-        [sys.executable, "-c", code, str(saved)], capture_output=True, text=True, env=dict(os.environ)
+        [sys.executable, "-c", code, str(saved)], capture_output=True, text=True, env=dict(os.environ), timeout=300
     )
     assert result.returncode == 0, result.stderr
     np.testing.assert_allclose(np.load(saved), got[:3], atol=1e-6)

@@ -77,16 +77,16 @@ with store.writer("vecs", key="id", spec={"encoder": "external:test-model"}) as 
 """
 
 
-def test_killed_writer_leaves_whole_partitions_and_marks_its_run(store, tmp_path):
+def test_killed_writer_leaves_whole_partitions_and_marks_its_run(store, tmp_path, read_line):
     script = tmp_path / "writer.py"
     script.write_text(KILL_WRITER)
     proc = subprocess.Popen([sys.executable, str(script), str(store.root)], stdout=subprocess.PIPE, text=True)
     lines = 0
     while lines < 6:
-        assert proc.stdout.readline(), "writer died early"
+        assert read_line(proc), "writer died early"
         lines += 1
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.wait(timeout=60)
     fs = store.get("vecs")
     n = fs.count()
     assert n % 500 == 0 and n >= 3000

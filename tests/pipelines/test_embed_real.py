@@ -82,23 +82,23 @@ pipelines.embed(featurestore.open(sys.argv[1]), sys.argv[2], key="id", text="rev
 """
 
 
-def _kill_after(script: str, store, reviews, rows: int = 350) -> None:
+def _kill_after(script: str, store, reviews, read_line, rows: int = 350) -> None:
     """Run ``script`` in a process and SIGKILL it once it reports ``rows`` rows done."""
     proc = subprocess.Popen([sys.executable, "-c", script, str(store.root), str(reviews)], stdout=subprocess.PIPE,
                             text=True)
     try:
         while True:
-            line = proc.stdout.readline()
+            line = read_line(proc)
             assert line, "the job ended before it could be killed"
             if int(line) >= rows:
                 break
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.wait(timeout=60)
 
 
-def test_killed_real_job_rerun_gives_exactly_the_source_keys(store, reviews):
-    _kill_after(JOB, store, reviews)
+def test_killed_real_job_rerun_gives_exactly_the_source_keys(store, reviews, read_line):
+    _kill_after(JOB, store, reviews, read_line)
     partial = store.get("reviews_minilm").count()
     assert 0 < partial < 1200
     result = pipelines.embed(store, reviews, key="id", text="review", encoder=MODEL, name="reviews_minilm")
@@ -178,8 +178,8 @@ pipelines.embed_layers(featurestore.open(sys.argv[1]), sys.argv[2], key="id", te
 """
 
 
-def test_killed_layers_job_rerun_gives_exactly_the_source_keys_in_every_set(store, reviews):
-    _kill_after(LAYERS_JOB, store, reviews)
+def test_killed_layers_job_rerun_gives_exactly_the_source_keys_in_every_set(store, reviews, read_line):
+    _kill_after(LAYERS_JOB, store, reviews, read_line)
     partial = {name: store.get(name).count() for name in ("rv", "rv_layer3")}
     assert all(0 < n < 1200 for n in partial.values())
     results = pipelines.embed_layers(store, reviews, key="id", text="review", encoder=MODEL, name="rv",

@@ -145,18 +145,18 @@ pipelines.embed(featurestore.open(sys.argv[1]), sys.argv[2], key="id", text="rev
 """
 
 
-def test_killed_job_rerun_ends_with_exactly_the_source_rows(store, reviews_file, tmp_path):
+def test_killed_job_rerun_ends_with_exactly_the_source_rows(store, reviews_file, tmp_path, read_line):
     script = tmp_path / "job.py"
     script.write_text(KILLABLE)
     proc = subprocess.Popen([sys.executable, str(script), str(store.root), str(reviews_file)],
                             stdout=subprocess.PIPE, text=True)
     while True:
-        line = proc.stdout.readline()
+        line = read_line(proc)
         assert line, "job ended before it could be killed"
         if int(line) >= 400:
             break
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.wait(timeout=60)
     partial = store.get("r").count()
     assert 0 < partial < 1000
     result = pipelines.embed(store, reviews_file, key="id", text="review", encoder="hash:16", name="r")

@@ -63,7 +63,7 @@ def _finish(proc: subprocess.Popen) -> tuple[int, str, str]:
         out, err = proc.communicate(timeout=CHILD_TIMEOUT)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
+        out, err = proc.communicate(timeout=30)
         return -999, out, err  # hung
     return proc.returncode, out, err
 
