@@ -18,6 +18,7 @@ from .errors import (
     FeatureSetNotFoundError,
     FeatureStoreError,
     InvalidNameError,
+    MissingDependencyError,
     LockTimeoutError,
     QueryTimeoutError,
     ReadOnlyQueryError,
@@ -30,7 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "open", "Store", "FeatureSet", "Writer", "Result",
-    "FeatureStoreError", "FeatureSetNotFoundError", "ValidationError", "SpecMismatchError", "InvalidNameError",
+    "FeatureStoreError", "FeatureSetNotFoundError", "ValidationError", "SpecMismatchError", "InvalidNameError", "MissingDependencyError",
     "LockTimeoutError", "QueryTimeoutError", "ReadOnlyQueryError", "UnknownEncoderError", "EncoderNotAvailableError", "CorruptStoreError",
     "__version__",
 ]

@@ -54,5 +54,9 @@ class EncoderNotAvailableError(FeatureStoreError, RuntimeError):
     """An encoder whose library or model files are not installed here."""
 
 
+class MissingDependencyError(EncoderNotAvailableError, ImportError):
+    """An optional library that is not installed; the message names the extra that installs it."""
+
+
 class CorruptStoreError(FeatureStoreError, RuntimeError):
     """Files that disagree with their manifest (missing partition, wrong checksum or row count)."""

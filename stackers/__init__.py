@@ -16,7 +16,7 @@ from ._probes import CentroidSimilarity, LogisticProbe
 from ._report import ReportPaths, report
 from ._stacking import StackingClassifier
 from ._store_io import StaleFeatureSetWarning, predict_from_store, write_oof
-from ._validation import InvalidParameterError
+from featurestore._validation import InvalidParameterError
 
 __all__ = [
     "CentroidSimilarity",

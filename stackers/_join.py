@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from featurestore._catalog import quote_ident
 
-from ._validation import Interval, StrOptions, validate_params
+from featurestore._validation import Interval, StrOptions, validate_params
 
 __all__ = ["TrainingSet", "MissingKeysWarning", "MissingKeysError", "join"]
 

@@ -16,7 +16,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
-from ._validation import Interval, validate_params
+from featurestore._validation import Interval, validate_params
 
 __all__ = ["LogisticProbe", "CentroidSimilarity"]
 

@@ -34,7 +34,7 @@ from sklearn.utils.validation import (
 from ._join import TrainingSet
 from ._meta import META_KINDS, make_meta
 from ._probes import CentroidSimilarity, LogisticProbe
-from ._validation import CVSplitter, HasMethods, Interval, StrOptions, SubsetOf, validate_params
+from featurestore._validation import CVSplitter, HasMethods, Interval, StrOptions, SubsetOf, validate_params
 
 __all__ = ["StackingClassifier"]
 

@@ -1,6 +1,7 @@
 """Parameter validation: one table per estimator, one way for every failure to read.
 
-scikit-learn's ``_param_validation`` is private, so we keep a small copy of its idea: a class-level
+scikit-learn's ``_param_validation`` is private, so we keep a small copy of its idea (here, at the bottom layer, so
+``featurestore``, ``stackers`` and ``pipelines`` all validate the same way): a class-level
 ``_parameter_constraints`` dict maps each parameter to a list of accepted constraints; ``validate_params``
 checks them once, at ``fit``, and raises with a message of the form
 

@@ -10,7 +10,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
-from stackers._validation import (
+from featurestore._validation import (
     CVSplitter,
     HasMethods,
     InvalidParameterError,
