@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featurestore.encoders._base import native_cpu_precision
+from featurestore.encoders._run_plan import native_cpu_precision
 
 from ._common import header, median_time
 

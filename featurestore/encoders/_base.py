@@ -9,12 +9,12 @@ batch size, library versions, paths) goes to ``provenance()`` instead.
 from __future__ import annotations
 
 import abc
-import os
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+
+from featurestore._progress import progress_enabled
 
 __all__ = ["Encoder"]
 
@@ -74,7 +74,7 @@ class Encoder(abc.ABC):
         """Vectors for ``texts`` in input order: ``(n, dim)``, or ``(dim,)`` for a single string."""
         single = isinstance(texts, str)
         items = check_texts(texts)
-        out = self._encode_list(items, batch_size=batch_size, progress=resolve_progress(progress))
+        out = self._encode_list(items, batch_size=batch_size, progress=progress_enabled(progress))
         return out[0] if single else out
 
     def encode_batches(self, chunks: Iterable[Sequence[str]]) -> Iterator[np.ndarray]:
@@ -131,13 +131,6 @@ def check_texts(texts: str | Sequence[str] | Iterable[str], *, chunk: int | None
     return items
 
 
-def resolve_progress(progress: bool | None) -> bool:
-    """``None`` means on when stderr is a terminal (the convention of every long call in the project)."""
-    if progress is None:
-        return bool(getattr(sys.stderr, "isatty", lambda: False)())
-    return bool(progress)
-
-
 def check_choice(owner: str, param: str, value: Any, choices: Sequence[Any]) -> None:
     """Raise the project's standard ValueError when ``value`` is not one of ``choices``."""
     if value not in choices:
@@ -159,44 +152,3 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     np.maximum(norms, 1e-12, out=norms)
     x /= norms
     return x
-
-
-# CPU flags that mean matrix products in a reduced precision run in hardware. Without them torch's CPU autocast
-# emulates bf16/fp16 and runs no faster than fp32 (measured: fp16 autocast on AVX512-FP16 without AMX-FP16 ran at
-# 0.97x fp32; bf16 on AMX ran MiniLM at 1.7x fp32 in plain encode and 2.7x through our batching loop).
-# Measured on x86 only; aarch64 lists its bf16 instructions as "bf16" ("Features" line), unmeasured here.
-_NATIVE_FLAGS = {"bf16": ("amx_bf16", "avx512_bf16", "bf16"), "fp16": ("amx_fp16",)}
-
-
-def cpu_flags() -> frozenset[str]:
-    """This CPU's feature flags from /proc/cpuinfo (x86 "flags", aarch64 "Features"; empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def native_cpu_precision(precision: str) -> bool | None:
-    """Whether this CPU multiplies ``precision`` ("bf16"/"fp16") in hardware; None when it cannot tell."""
-    flags = cpu_flags()
-    if flags:
-        if precision == "fp16" and "asimd" in flags:  # aarch64 half precision: not measured, so unknown
-            return None
-        return any(flag in flags for flag in _NATIVE_FLAGS.get(precision, ()))
-    torch = sys.modules.get("torch")  # macOS/Windows: ask torch, if it is already loaded
-    check = {"bf16": "_is_avx512_bf16_supported", "fp16": "_is_amx_fp16_supported"}.get(precision)
-    if torch is not None and check and hasattr(torch.cpu, check):
-        return bool(getattr(torch.cpu, check)())
-    return None
-
-
-def cpu_threads() -> int:
-    """Cores this process may use (the affinity mask, which containers narrow), not the host's count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)

@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from featurestore._optional import import_optional
 from featurestore.encoders._base import check_texts
 
 __all__ = ["TextTokenizer", "Runner", "plan_batches", "background", "run_chunks"]
@@ -32,7 +33,7 @@ class TextTokenizer:
     """A ``tokenizers.Tokenizer`` set up as sentence-transformers uses it: truncate to ``max_length``, no padding."""
 
     def __init__(self, backend: Any, *, max_length: int, lower_case: bool = False, pad_id: int = 0) -> None:
-        import tokenizers  # a dependency of transformers, light to import
+        import tokenizers  # installed: ``backend`` is a tokenizers.Tokenizer; light to import
 
         self._tok: tokenizers.Tokenizer = tokenizers.Tokenizer.from_str(backend.to_str())  # our own copy
         self._tok.no_padding()
@@ -44,8 +45,8 @@ class TextTokenizer:
 
     @classmethod
     def from_file(cls, path: str, **kwargs: Any) -> TextTokenizer:
-        import tokenizers
-
+        """The tokenizer saved in a ``tokenizer.json`` (an ONNX export's: no transformers needed to read it)."""
+        tokenizers = import_optional("tokenizers", extra="onnx", what="The ONNX backend")
         return cls(tokenizers.Tokenizer.from_file(path), **kwargs)
 
     def encode(self, texts: list[str]) -> tuple[list[list[int]], np.ndarray]:

@@ -1,72 +1,56 @@
 """``sentence-transformers:<hub id | directory>``: text encoders from sentence-transformers models, offline.
 
 One encoder, two backends:
-- ``torch``: the model loaded with sentence-transformers (any device; AMP on GPU; any module pipeline).
-- ``onnx`` / ``onnx-int8``: the transformer exported once to ONNX and run with ONNX Runtime on CPU (see _onnx.py).
-``backend="auto"`` takes ONNX on CPU when onnxruntime is installed, torch otherwise and on GPUs.
+- ``torch``: the model loaded with sentence-transformers (any device; AMP on GPU; any module pipeline), run by
+  _torch_runner.py.
+- ``onnx`` / ``onnx-int8``: the transformer exported once to ONNX (_onnx_export.py) and run with ONNX Runtime on CPU
+  (_onnx.py).
+``backend="auto"`` takes ONNX on CPU when onnxruntime is installed, torch otherwise and on GPUs (_run_plan.py).
 
 Layer selection (``layer=k``, ``pooling="mean"|"cls"``) pools hidden state ``k`` of the transformer
 (0 = embedding output, negative counts from the end) instead of running the model's own pooling modules.
 Both backends share the tokenization and batching loop in _batching.py, so their vectors are the same.
 Encoders of one model that differ only in layer/pooling/normalize/dtype share forward passes through
 ``encode_batches_with``: each is a ``Head`` on the same pass, so N layers cost about one.
+
+This module holds what the vectors are (options, spec, provenance) and puts the pieces together: it finds the
+model, asks for a run plan, loads a backend and streams texts through it.
 """
 
 from __future__ import annotations
 
 import gc
-import importlib.metadata
 import importlib.util
-import os
 import sys
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from featurestore.encoders._base import (
-    DTYPES,
-    TEXT_OPTIONS,
-    Encoder,
-    check_choice,
-    check_positive_int,
-    check_texts,
-    cpu_threads,
-    native_cpu_precision,
-)
+from featurestore._optional import import_optional, library_version
+from featurestore._progress import rich_progress
+from featurestore.encoders._base import DTYPES, TEXT_OPTIONS, Encoder, check_choice, check_positive_int, check_texts
 from featurestore.encoders._batching import TextTokenizer, run_chunks
 from featurestore.encoders._cache import files_sha256
-from featurestore.encoders._model_info import SIMPLE_POOLING, ModelInfo, read_model_info
+from featurestore.encoders._model_info import SIMPLE_POOLING, read_model_info
+from featurestore.encoders._model_lookup import ResolvedModel, resolve_model
+from featurestore.encoders._onnx import OnnxExport, OnnxRunner
 from featurestore.encoders._pooling import Head
 from featurestore.encoders._registry import register
-from featurestore.encoders._resolve import ResolvedModel, resolve_model
+from featurestore.encoders._run_plan import RunPlan, batch_budget, cpu_threads, plan_run
+from featurestore.encoders._torch_runner import TorchRunner
 from featurestore.errors import EncoderNotAvailableError
 
 __all__ = ["SentenceTransformerEncoder"]
 
 _OWNER = "sentence-transformers encoders"
-_INSTALL = "The sentence-transformers encoders need sentence-transformers and torch: pip install 'featurestore[text]'."
+_TORCH_BACKEND = "The torch backend of sentence-transformers encoders"
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LAYER_POOLING = ("mean", "cls")
-_NATIVE_UNITS = {"bf16": "AMX-BF16 or AVX512-BF16 instructions", "fp16": "AMX-FP16 instructions"}
-
-# Mini-batch sizes when no batch_size is given: a budget of padded tokens (rows x longest row) and a row cap.
-# Measured with benchmarks/bench_encoder_backends.py --tune on 2 cores (Xeon, AVX-512), all-MiniLM-L6-v2, 3,000
-# docstring paragraphs (mean 20 words), texts/s relative to sentence-transformers' encode(batch_size=32):
-#   onnx  max_batch_tokens 256: 1.81x  512: 1.93x  1024: 1.93x  2048: 1.86x  4096: 1.71x; batch_size 8: 1.82x  32: 1.79x
-#   torch max_batch_tokens 512: 1.74x  1024: 1.88x  2048: 1.88x  4096: 1.86x; batch_size 8: 1.55x  32: 1.80x
-# (earlier runs of the ONNX sweep put 512 ahead of 1024 by a few percent). GPU numbers are not measured here: the
-# GPU budget is a conservative fill for a >= 16 GB card.
-_CPU_ONNX_TOKENS = 512
-_CPU_TORCH_TOKENS = 1024
-# bf16 on AMX (6,000 review sentences, job/plain fp32 encode): 512 tokens 1.99x, 1024 2.66x, 2048 2.84x, 4096 2.74x.
-_CPU_AMX_TOKENS = 2048
-_CPU_MAX_ROWS = 128
-_GPU_TOKENS = 32768
-_GPU_MAX_ROWS = 1024
 _ENCODE_CHUNK = 8192  # encode() tokenizes and length-sorts this many texts at a time
 
 _LOADED: weakref.WeakValueDictionary[tuple[str, str], Any] = weakref.WeakValueDictionary()
@@ -148,11 +132,11 @@ class SentenceTransformerEncoder(Encoder):
         self._normalize = info.has_normalize if normalize is None else bool(normalize)
         self._dtype = dtype
         self._weights_sha: str | None = None
-        self._plan: dict[str, str] | None = None
-        self._runner: Any = None
+        self._plan: RunPlan | None = None
+        self._runner: OnnxRunner | TorchRunner | None = None
         self._tokenizer: TextTokenizer | None = None
         self._st_model: Any = None
-        self._export: Any = None
+        self._export: OnnxExport | None = None
         self._input_names: tuple[str, ...] = ()
         self._onnx_file: str | None = None
 
@@ -204,19 +188,19 @@ class SentenceTransformerEncoder(Encoder):
     def provenance(self) -> dict[str, Any]:
         plan = self._resolve_plan()
         libraries = ["sentence-transformers", "transformers", "torch", "tokenizers", "numpy"]
-        if plan["backend"].startswith("onnx"):
+        if plan.onnx:
             libraries += ["onnxruntime", "onnx"]
-        tokens, rows = self._budget(plan)
+        tokens, rows = batch_budget(plan, self.max_batch_tokens)
         return {
-            "backend": plan["backend"],
-            "device": plan["device"],
-            "precision": plan["precision"],
+            "backend": plan.backend,
+            "device": plan.device,
+            "precision": plan.precision,
             "model_path": str(self._resolved.path),
             "model_source": self._resolved.source,
             "onnx_file": self._onnx_file,
-            "threads": cpu_threads() if plan["device"] == "cpu" else None,
+            "threads": cpu_threads() if plan.device == "cpu" else None,
             "batching": {"batch_size": self.batch_size, "max_batch_tokens": tokens, "max_rows": rows},
-            "libraries": {name: _version(name) for name in libraries},
+            "libraries": {name: library_version(name) for name in libraries},
         }
 
     # -- encoding -------------------------------------------------------------------------------------------
@@ -226,11 +210,18 @@ class SentenceTransformerEncoder(Encoder):
         if not texts:
             return out
         slices = [slice(i, min(i + _ENCODE_CHUNK, len(texts))) for i in range(0, len(texts), _ENCODE_CHUNK)]
-        with _Progress(len(texts), enabled=progress) as bar:
+        done = 0
+        with rich_progress("encoding", len(texts), enabled=progress, unit="texts") as report:
+
+            def advance(rows: int) -> None:
+                nonlocal done
+                done += rows
+                report(done)
+
             chunks = self._stream(
                 (texts[s] for s in slices),
                 batch_size=batch_size or self.batch_size,
-                on_rows=bar.advance,
+                on_rows=advance,
                 outputs=iter(out[s] for s in slices),
             )
             for _ in chunks:  # each chunk is written in place into ``out``
@@ -252,7 +243,7 @@ class SentenceTransformerEncoder(Encoder):
             yield from super().encode_batches_with(others, chunks)  # separately, pass after pass
             return
         for other in others:  # an ONNX -> torch fallback while loading applies to the whole shared pass
-            other._plan = dict(self._resolve_plan())  # type: ignore[attr-defined]
+            other._plan = self._resolve_plan()  # type: ignore[attr-defined]
         encoders = [self, *others]
         heads = [e._head() for e in encoders]  # type: ignore[attr-defined]
         runner = self._make_runner(heads)
@@ -281,9 +272,9 @@ class SentenceTransformerEncoder(Encoder):
         chunks: Iterable[Sequence[str]],
         *,
         batch_size: int | None,
-        on_rows: Any = None,
+        on_rows: Callable[[int], None] | None = None,
         outputs: Iterator[np.ndarray] | None = None,
-        runner: Any = None,
+        runner: OnnxRunner | TorchRunner | None = None,
         dim: int | None = None,
         dtype: str | None = None,
     ) -> Iterator[np.ndarray]:
@@ -291,7 +282,7 @@ class SentenceTransformerEncoder(Encoder):
         plan = self._resolve_plan()
         if self._tokenizer is None:  # a model without a fast tokenizer: sentence-transformers' own loop
             return self._stream_with_st(chunks, batch_size=batch_size, on_rows=on_rows, outputs=outputs)
-        tokens, rows = self._budget(plan)
+        tokens, rows = batch_budget(plan, self.max_batch_tokens)
         return run_chunks(
             chunks,
             tokenizer=self._tokenizer,
@@ -306,7 +297,12 @@ class SentenceTransformerEncoder(Encoder):
         )
 
     def _stream_with_st(
-        self, chunks: Iterable[Sequence[str]], *, batch_size: int | None, on_rows: Any, outputs: Any
+        self,
+        chunks: Iterable[Sequence[str]],
+        *,
+        batch_size: int | None,
+        on_rows: Callable[[int], None] | None,
+        outputs: Iterator[np.ndarray] | None,
     ) -> Iterator[np.ndarray]:
         for number, chunk in enumerate(chunks):
             texts = check_texts(chunk, chunk=number)
@@ -326,8 +322,8 @@ class SentenceTransformerEncoder(Encoder):
             yield vectors.reshape(len(texts), self._dim)
 
     def close(self) -> None:
-        device = (self._plan or {}).get("device", "cpu")
-        if self._runner is not None and hasattr(self._runner, "close"):
+        device = self._plan.device if self._plan is not None else "cpu"
+        if self._runner is not None:
             self._runner.close()
         self._runner = self._tokenizer = self._st_model = self._export = None
         gc.collect()
@@ -336,89 +332,53 @@ class SentenceTransformerEncoder(Encoder):
 
     # -- loading --------------------------------------------------------------------------------------------
 
-    def _resolve_plan(self) -> dict[str, str]:
-        """Device, backend and precision actually used (may import torch to look for a GPU)."""
-        if self._plan is not None:
-            return self._plan
-        exportable = self._layer is not None or self._info.simple
-        if self.backend.startswith("onnx"):
-            if not exportable:
+    def _resolve_plan(self) -> RunPlan:
+        """Device, backend and precision actually used, decided once (may import torch to look for a GPU)."""
+        if self._plan is None:
+            exportable = self._layer is not None or self._info.simple
+            if self.backend.startswith("onnx") and not exportable:
                 raise EncoderNotAvailableError(
                     f"backend={self.backend!r} runs Transformer -> Pooling ({'/'.join(SIMPLE_POOLING)}) -> Normalize "
                     f"pipelines without prompts; {self._resolved.model_id!r} has {list(self._info.modules)} "
                     f"with pooling {list(self._info.pooling)}. Use backend='torch', or pick a layer."
                 )
-            device, backend = "cpu", self.backend
-        else:
-            device = self.device or _auto_device()
-            onnx_ok = importlib.util.find_spec("onnxruntime") is not None
-            fp32 = self.precision in ("auto", "fp32")
-            use_onnx = self.backend == "auto" and device == "cpu" and exportable and onnx_ok and fp32
-            backend = "onnx" if use_onnx else "torch"
-        precision = self.precision
-        if precision == "auto":
-            precision = "fp32"
-            if device.startswith("cuda"):
-                import torch
-
-                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        elif device == "cpu" and precision != "fp32" and native_cpu_precision(precision) is False:
-            warnings.warn(
-                f"precision={precision!r} on a CPU without {_NATIVE_UNITS[precision]}: torch emulates it, no "
-                "faster than fp32 and less exact. Use precision='fp32' (the CPU default).",
-                RuntimeWarning,
-                stacklevel=4,
+            self._plan = plan_run(
+                device=self.device, backend=self.backend, precision=self.precision, exportable=exportable
             )
-        self._plan = {"device": device, "backend": backend, "precision": precision}
         return self._plan
-
-    def _budget(self, plan: Mapping[str, str]) -> tuple[int, int]:
-        if self.max_batch_tokens is not None:
-            tokens = self.max_batch_tokens
-        elif plan["device"] == "cpu":
-            if plan["backend"].startswith("onnx"):
-                tokens = _CPU_ONNX_TOKENS
-            else:
-                native = plan["precision"] != "fp32" and native_cpu_precision(plan["precision"])
-                tokens = _CPU_AMX_TOKENS if native else _CPU_TORCH_TOKENS
-        else:
-            tokens = _GPU_TOKENS
-        return tokens, (_CPU_MAX_ROWS if plan["device"] == "cpu" else _GPU_MAX_ROWS)
 
     def _load(self) -> None:
         if self._runner is not None or self._st_model is not None:
             return
         plan = self._resolve_plan()
-        if plan["backend"].startswith("onnx"):
+        if plan.onnx:
             try:
-                self._load_onnx(int8=plan["backend"] == "onnx-int8")
+                self._load_onnx(int8=plan.int8)
                 return
             except EncoderNotAvailableError as exc:
                 if self.backend != "auto" or importlib.util.find_spec("torch") is None:
                     raise
                 warnings.warn(f"ONNX backend unavailable, using torch: {exc}", RuntimeWarning, stacklevel=3)
-                plan["backend"] = "torch"
+                self._plan = plan = replace(plan, backend="torch")
         self._load_torch(plan)
 
     def _load_onnx(self, *, int8: bool) -> None:
-        from featurestore.encoders._onnx import ensure_export
+        from featurestore.encoders._onnx_export import ensure_export  # looked up here, so tests can replace it
 
         export = ensure_export(self._info, self.weights_sha256, int8=int8)
         self._tokenizer = export.tokenizer(max_length=self._max_seq_length, lower_case=self._info.do_lower_case)
         self._export = export
         self._runner = self._make_runner([self._head()])
-        self._onnx_file = str(self._runner.path)
+        self._onnx_file = str(export.model_file(int8))
 
-    def _load_torch(self, plan: Mapping[str, str]) -> None:
-        try:
-            import torch  # noqa: F401
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise EncoderNotAvailableError(_INSTALL) from exc
-        key = (str(self._resolved.path), plan["device"])
+    def _load_torch(self, plan: RunPlan) -> None:
+        import_optional("torch", extra="text", what=_TORCH_BACKEND)
+        sentence_transformers = import_optional("sentence_transformers", extra="text", what=_TORCH_BACKEND)
+        key = (str(self._resolved.path), plan.device)
         st = _LOADED.get(key)
         if st is None:  # loaded once per process while any encoder holds it
-            st = SentenceTransformer(str(self._resolved.path), device=plan["device"], local_files_only=True).eval()
+            path = str(self._resolved.path)
+            st = sentence_transformers.SentenceTransformer(path, device=plan.device, local_files_only=True).eval()
             _LOADED[key] = st
         self._st_model = st
         hf_tokenizer = getattr(st[0], "tokenizer", None)
@@ -444,194 +404,17 @@ class SentenceTransformerEncoder(Encoder):
         layer = self._info.num_layers if self._layer is None else self._layer
         return Head(layer, tuple(self._pooling), self._normalize, self._dim)
 
-    def _make_runner(self, heads: Sequence[Head]) -> Any:
+    def _make_runner(self, heads: Sequence[Head]) -> OnnxRunner | TorchRunner:
         """A runner over the loaded model (cheap: the model and ONNX session are shared) for these heads."""
         plan = self._resolve_plan()
-        if plan["backend"].startswith("onnx"):
-            from featurestore.encoders._onnx import OnnxRunner
-
-            return OnnxRunner(self._export, int8=plan["backend"] == "onnx-int8", heads=heads, threads=cpu_threads())
+        if plan.onnx:
+            assert self._export is not None
+            return OnnxRunner(self._export, int8=plan.int8, heads=heads, threads=cpu_threads())
         return TorchRunner(
             self._st_model,
             self._info,
-            device=plan["device"],
-            precision=plan["precision"],
+            device=plan.device,
+            precision=plan.precision,
             heads=heads,
             input_names=self._input_names,
         )
-
-
-class TorchRunner:
-    """Forward passes with torch: AMP and pinned, non-blocking copies on CUDA; the model's modules or heads."""
-
-    def __init__(
-        self,
-        st_model: Any,
-        info: ModelInfo,
-        *,
-        device: str,
-        precision: str,
-        heads: Sequence[Head],
-        input_names: Sequence[str],
-    ) -> None:
-        import torch
-
-        if not heads or (len(heads) > 1 and any(h.layer is None for h in heads)):
-            raise ValueError("The model's own module pipeline (a head without a layer) cannot share a pass.")
-        self._torch = torch
-        self._transformer = st_model[0].auto_model
-        self._device = torch.device(device)
-        self._cuda = self._device.type == "cuda"
-        self.in_flight = 1 if self._cuda else 0
-        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-        self._amp_dtype = dtypes[precision]
-        self._type_ids = "token_type_ids" in input_names
-        self._heads = tuple(heads)
-        self._last = info.num_layers
-        # Our own pooling when we know it exactly (simple pipelines and layers), else the model's modules.
-        self._own_pooling = heads[0].layer is not None
-        self._all_hidden = any(h.layer != info.num_layers for h in heads)
-        normalize = heads[0].normalize
-        modules = list(st_model)
-        self._ran_normalize = info.has_normalize and normalize
-        if not normalize and modules and type(modules[-1]).__name__ == "Normalize":
-            modules = modules[:-1]
-        self._modules = modules
-        self._host: list[Any] = []
-        self._slot = 0
-
-    def prepare(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[Any, Any]:
-        ids, mask = self._torch.from_numpy(input_ids), self._torch.from_numpy(attention_mask)
-        if self._cuda:  # pinned: the copy to the GPU can be asynchronous
-            ids, mask = ids.pin_memory(), mask.pin_memory()
-        return ids, mask
-
-    def submit(self, inputs: tuple[Any, Any]) -> Any:
-        torch = self._torch
-        ids, mask = (t.to(self._device, non_blocking=True) for t in inputs)
-        features = {"input_ids": ids, "attention_mask": mask}
-        if self._type_ids:
-            features["token_type_ids"] = torch.zeros_like(ids)
-        amp = self._amp_dtype is not None
-        with torch.inference_mode(), torch.autocast(self._device.type, dtype=self._amp_dtype, enabled=amp):
-            if self._own_pooling:
-                out = self._transformer(**features, output_hidden_states=self._all_hidden, return_dict=True)
-                parts = []
-                for head in self._heads:
-                    hidden = out.last_hidden_state if head.layer == self._last else out.hidden_states[head.layer]
-                    vectors = _torch_pool(hidden, mask, head.modes)
-                    parts.append(torch.nn.functional.normalize(vectors, p=2, dim=1) if head.normalize else vectors)
-                vectors = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-            else:
-                for module in self._modules:
-                    features = module(features)
-                vectors = features["sentence_embedding"].float()
-                if self._heads[0].normalize and not self._ran_normalize:
-                    vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
-        if not self._cuda:
-            return vectors.cpu().numpy()  # no-op on CPU; a copy from MPS
-        host = self._host_buffer(vectors.shape)
-        host.copy_(vectors, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        return host, event
-
-    def collect(self, handle: Any) -> np.ndarray:
-        if not self._cuda:
-            return handle
-        host, event = handle
-        event.synchronize()
-        return host.numpy()
-
-    def _host_buffer(self, shape: Any) -> Any:
-        """A pinned buffer from a ring of ``in_flight + 1``: reused, since pinning memory is slow."""
-        torch = self._torch
-        rows, dim = int(shape[0]), int(shape[1])
-        if len(self._host) < self.in_flight + 1:
-            self._host.append(torch.empty((rows, dim), dtype=torch.float32, pin_memory=True))
-        slot = self._slot % len(self._host)
-        self._slot += 1
-        if self._host[slot].shape[0] < rows:
-            self._host[slot] = torch.empty((rows, dim), dtype=torch.float32, pin_memory=True)
-        return self._host[slot][:rows]
-
-    def close(self) -> None:
-        self._host = []
-        self._transformer = self._modules = None
-
-
-def _torch_pool(hidden: Any, mask: Any, modes: Sequence[str]) -> Any:
-    """sentence-transformers' Pooling for right-padded batches, in float32."""
-    import torch
-
-    hidden = hidden.float()
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    parts = []
-    for mode in modes:
-        if mode == "cls":
-            parts.append(hidden[:, 0])
-        elif mode == "max":
-            parts.append(hidden.masked_fill(weights == 0, float("-inf")).max(dim=1).values)
-        else:  # mean, mean_sqrt_len_tokens
-            counts = torch.clamp(weights.sum(dim=1), min=1e-9)
-            total = (hidden * weights).sum(dim=1)
-            parts.append(total / (counts if mode == "mean" else counts.sqrt()))
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-
-
-class _Progress:
-    """A rich bar on stderr (texts, rate, ETA) when enabled; a no-op otherwise."""
-
-    def __init__(self, total: int, *, enabled: bool) -> None:
-        self._total, self._enabled = total, enabled
-        self._bar: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self._enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(
-                TextColumn("encoding"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("encode", total=self._total)
-        return self
-
-    def advance(self, rows: int) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task, rows)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-
-def _auto_device() -> str:
-    """cuda, then mps, then cpu; torch is imported only where a GPU may exist."""
-    if importlib.util.find_spec("torch") is None:
-        return "cpu"
-    if sys.platform.startswith("linux"):
-        may_have_gpu = any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd"))
-        if not may_have_gpu:
-            return "cpu"
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None

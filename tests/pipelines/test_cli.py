@@ -109,7 +109,7 @@ def test_embed_spec_file(runner, tmp_path):
 
 @pytest.mark.slow
 def test_embed_suggests_bf16_only_on_a_cpu_fp32_run_where_the_cpu_has_bf16_units(runner, tmp_path, monkeypatch):
-    from featurestore.encoders import _base
+    from featurestore.encoders import _run_plan
 
     src = tmp_path / "reviews.csv"
     pd.DataFrame({"id": range(4), "review": ["runs small", "soft cotton", "lovely colour", "thin fabric"]}).to_csv(src, index=False)
@@ -117,7 +117,7 @@ def test_embed_suggests_bf16_only_on_a_cpu_fp32_run_where_the_cpu_has_bf16_units
             "--device", "cpu"]
 
     def run(flags, *extra):
-        monkeypatch.setattr(_base, "cpu_flags", lambda: frozenset(flags))
+        monkeypatch.setattr(_run_plan, "cpu_flags", lambda: frozenset(flags))
         result = runner.invoke(cli, [*base, "--store", str(tmp_path / f"s{len(list(tmp_path.iterdir()))}"),
                                      "--name", "r", *extra])
         assert result.exit_code == 0, result.output

@@ -118,9 +118,9 @@ def _by_key(fs):
 def test_embed_layers_makes_one_pass_and_the_same_vectors_as_separate_jobs(store, reviews, tmp_path, monkeypatch,
                                                                            backend):
     import featurestore
-    from featurestore.encoders import _onnx, _sentence_transformers
+    from featurestore.encoders import _onnx, _torch_runner
 
-    runner = _onnx.OnnxRunner if backend == "auto" else _sentence_transformers.TorchRunner
+    runner = _onnx.OnnxRunner if backend == "auto" else _torch_runner.TorchRunner
     calls = []
     submit = runner.submit
     monkeypatch.setattr(runner, "submit", lambda self, inputs: calls.append(1) or submit(self, inputs))
@@ -195,16 +195,16 @@ def test_killed_layers_job_rerun_gives_exactly_the_source_keys_in_every_set(stor
 
 def test_a_fallback_from_onnx_to_torch_keeps_the_layers_in_one_pass(store, reviews, tmp_path, monkeypatch):
     import featurestore
-    from featurestore.encoders import _onnx, _sentence_transformers
+    from featurestore.encoders import _onnx_export, _torch_runner
     from featurestore.errors import EncoderNotAvailableError
 
     def no_export(*args, **kwargs):
         raise EncoderNotAvailableError("export refused for this test")
 
-    monkeypatch.setattr(_onnx, "ensure_export", no_export)
+    monkeypatch.setattr(_onnx_export, "ensure_export", no_export)
     calls = []
-    submit = _sentence_transformers.TorchRunner.submit
-    monkeypatch.setattr(_sentence_transformers.TorchRunner, "submit",
+    submit = _torch_runner.TorchRunner.submit
+    monkeypatch.setattr(_torch_runner.TorchRunner, "submit",
                         lambda self, inputs: calls.append(len(self._heads)) or submit(self, inputs))
     pipelines.embed(featurestore.open(tmp_path / "one"), reviews, key="id", text="review", encoder=MODEL, name="one",
                     limit=100, backend="torch")

