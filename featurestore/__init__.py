@@ -19,6 +19,7 @@ from .errors import (
     FeatureStoreError,
     InvalidNameError,
     MissingDependencyError,
+    ModelNotFoundError,
     LockTimeoutError,
     QueryTimeoutError,
     ReadOnlyQueryError,
@@ -31,7 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "open", "Store", "FeatureSet", "Writer", "Result",
-    "FeatureStoreError", "FeatureSetNotFoundError", "ValidationError", "SpecMismatchError", "InvalidNameError", "MissingDependencyError",
+    "FeatureStoreError", "FeatureSetNotFoundError", "ValidationError", "SpecMismatchError", "InvalidNameError", "MissingDependencyError", "ModelNotFoundError",
     "LockTimeoutError", "QueryTimeoutError", "ReadOnlyQueryError", "UnknownEncoderError", "EncoderNotAvailableError", "CorruptStoreError",
     "__version__",
 ]

@@ -15,9 +15,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from ._error_rows import KIND, MESSAGE, error_rows_sql
+from ._format import EMBEDDING
 from ._lock import FileLock
 from ._manifest import SCHEMA_FILE, Manifest
-from ._format import EMBEDDING
+from ._newest import commit_number_sql, newest_per_key_sql
 
 CATALOG = "catalog.duckdb"
 STALE_MARKER = "catalog.stale"
@@ -56,10 +58,8 @@ def _file_list(paths: list[str]) -> str:
     return "[" + ", ".join(_sql_str(f) for f in paths) + "]"
 
 
-# A row's commit number, from its file's name (``part-<run>-<n>.parquet``, ``errors-<run>-<n>.parquet``: rows and
-# errors share one counter per version, so a larger n is a later commit). Taken from the name DuckDB reports, which
-# may be absolute or relative: only the tail is read.
-_SEQUENCE = f"coalesce(TRY_CAST(regexp_extract({quote_ident(_FILE_COLUMN)}, '-([0-9]+)[.]parquet$', 1) AS BIGINT), -1)"
+# Which row of a key is the row: the newest commit's (``_newest``, shared with the Python readers).
+_COMMIT = commit_number_sql(quote_ident(_FILE_COLUMN))
 
 
 def _select_sql(version_dir: Path, m: Manifest, base: Path | None = None) -> str:
@@ -70,10 +70,9 @@ def _select_sql(version_dir: Path, m: Manifest, base: Path | None = None) -> str
     projection = ", ".join(cast if c == EMBEDDING else quote_ident(c) for c in m.columns)
     if not m.has_updates:
         return f"SELECT {projection} FROM read_parquet({_file_list(paths)})"
-    keys = ", ".join(quote_ident(k) for k in m.key)
     return (
         f"SELECT {projection} FROM read_parquet({_file_list(paths)}, filename = {_sql_str(_FILE_COLUMN)}) "
-        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {_SEQUENCE} DESC) = 1"
+        + newest_per_key_sql([quote_ident(k) for k in m.key], quote_ident(_FILE_COLUMN))
     )
 
 
@@ -81,29 +80,31 @@ def errors_sql(version_dir: Path, m: Manifest, base: Path | None = None) -> str 
     """The current error of each key: its newest error row, unless a row for that key was committed after it.
 
     A rerun that fails again on a row adds a new error file, and a row fixed later succeeds: neither may show
-    a stale or repeated error.
+    a stale or repeated error. Each row has ``kind``, ``message`` and ``reason`` (see ``_error_rows``).
     """
     if not m.errors:
         return None
     err_files = [p.file for p in m.errors]
     err_paths = _paths(version_dir, err_files, base)
     keys = [quote_ident(k) for k in m.key]
+    rows = error_rows_sql(f"read_parquet({_file_list(err_paths)}, union_by_name = true, "
+                          f"filename = {_sql_str(_FILE_COLUMN)})")
+    # Rows whose key could not be read (a broken source line) have null keys: each keeps its own kind and message.
+    unkeyed = " AND ".join(f"{k} IS NULL" for k in keys)
     errors = (
-        f"SELECT *, {_SEQUENCE} AS __seq FROM read_parquet({_file_list(err_paths)}, "
-        f"union_by_name = true, filename = {_sql_str(_FILE_COLUMN)}) "
-        # rows whose key could not be read (a broken source line) have null keys: each keeps its own reason
-        f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)}, "
-        f"CASE WHEN {' AND '.join(f'{k} IS NULL' for k in keys)} THEN reason END ORDER BY __seq DESC) = 1"
+        f"SELECT *, {_COMMIT} AS __seq FROM ({rows}) "
+        f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)}, CASE WHEN {unkeyed} THEN {KIND} END, "
+        f"CASE WHEN {unkeyed} THEN {MESSAGE} END ORDER BY __seq DESC) = 1"
     )
     select = f"SELECT {int(m.version)} AS version, e.* EXCLUDE ({quote_ident(_FILE_COLUMN)}, __seq) FROM ({errors}) e"
     if not m.partitions:
         return select
     row_files = [p.file for p in m.partitions]
     row_paths = _paths(version_dir, row_files, base)
-    rows = (f"SELECT {', '.join(keys)}, {_SEQUENCE} AS __seq FROM "
-            f"read_parquet({_file_list(row_paths)}, filename = {_sql_str(_FILE_COLUMN)})")
+    committed = (f"SELECT {', '.join(keys)}, {_COMMIT} AS __seq FROM "
+                 f"read_parquet({_file_list(row_paths)}, filename = {_sql_str(_FILE_COLUMN)})")
     same_key = " AND ".join(f"r.{k} = e.{k}" for k in keys)
-    return f"{select} WHERE NOT EXISTS (SELECT 1 FROM ({rows}) r WHERE {same_key} AND r.__seq > e.__seq)"
+    return f"{select} WHERE NOT EXISTS (SELECT 1 FROM ({committed}) r WHERE {same_key} AND r.__seq > e.__seq)"
 
 
 def metadata_tables(entries: Iterable[tuple[Path, Manifest, bool]]) -> dict[str, pa.Table]:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
+from . import _leftovers
 from ._catalog import CATALOG, STALE_MARKER, errors_view, version_view
-from ._lock import FileLock
 from ._featureset import check_schema
-from ._manifest import MANIFEST, SCHEMA_FILE, Manifest, file_crc32, read_manifest
+from ._lock import feature_set_lock
+from ._manifest import MANIFEST, SCHEMA_FILE, Manifest, file_crc32, set_dir, sets_dir
 from .errors import CorruptStoreError, LockTimeoutError
 
 if TYPE_CHECKING:
@@ -50,40 +50,18 @@ def doctor(store: "Store", *, rebuild: bool = False, clean: bool = False, lock_t
     touched); ``rebuild`` rewrites ``catalog.duckdb`` from the manifests.
     """
     report = DoctorReport()
-    sets_dir = store.root / "sets"
-    for set_dir in sorted(p for p in sets_dir.iterdir() if p.is_dir()) if sets_dir.is_dir() else []:
+    root = sets_dir(store.root)
+    for set_path in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         report.sets_checked += 1
         leftovers: list[Path] = []
-        for vdir in sorted(p for p in set_dir.iterdir() if p.is_dir()):
-            if not (vdir / MANIFEST).is_file():
-                leftovers.append(vdir)
-                continue
-            try:
-                m = read_manifest(vdir)
-            except CorruptStoreError as exc:  # report it; its files are left alone (they may be all that is left)
-                report.findings.append(Finding("manifest", str(vdir / MANIFEST), str(exc).split("\n")[0]))
-                continue
-            for p in m.partitions:
-                report.partitions_checked += 1
-                _check_partition(vdir / p.file, p, report, m)
-            for p in m.errors:
-                report.partitions_checked += 1
-                _check_partition(vdir / p.file, p, report, None)
-            if m.partitions and not (vdir / SCHEMA_FILE).is_file():
-                report.findings.append(Finding("missing-file", str(vdir / SCHEMA_FILE), "schema file missing"))
-            known = {p.file for p in m.partitions} | {p.file for p in m.errors} | {SCHEMA_FILE, MANIFEST}
-            leftovers += [f for f in sorted(vdir.iterdir())
-                          if f.name not in known and (f.name.startswith(".tmp-") or f.suffix == ".parquet")]
+        for folder in _leftovers.version_folders(set_path):
+            if folder.error is not None:  # report it; its files are left alone (they may be all that is left)
+                report.findings.append(Finding("manifest", str(folder.path / MANIFEST), str(folder.error).split("\n")[0]))
+            elif folder.manifest is not None:
+                _check_version(folder.path, folder.manifest, report)
+            leftovers += folder.leftovers
         if leftovers:
-            repaired = False
-            if clean:
-                try:
-                    with FileLock(set_dir / ".lock", timeout=lock_timeout):
-                        for f in leftovers:
-                            shutil.rmtree(f) if f.is_dir() else f.unlink(missing_ok=True)
-                    repaired = True
-                except LockTimeoutError:
-                    pass
+            repaired = clean and _clean(store, set_path.name, lock_timeout)
             for f in leftovers:
                 detail = "uncommitted file of a crashed or running writer"
                 if clean and not repaired:
@@ -91,6 +69,29 @@ def doctor(store: "Store", *, rebuild: bool = False, clean: bool = False, lock_t
                 report.findings.append(Finding("leftover", str(f), detail, repaired=repaired))
     _check_catalog(store, report, rebuild)
     return report
+
+
+def _check_version(vdir: Path, m: Manifest, report: DoctorReport) -> None:
+    for p in m.partitions:
+        report.partitions_checked += 1
+        _check_partition(vdir / p.file, p, report, m)
+    for p in m.errors:
+        report.partitions_checked += 1
+        _check_partition(vdir / p.file, p, report, None)
+    if m.partitions and not (vdir / SCHEMA_FILE).is_file():
+        report.findings.append(Finding("missing-file", str(vdir / SCHEMA_FILE), "schema file missing"))
+
+
+def _clean(store: "Store", name: str, lock_timeout: float) -> bool:
+    """Remove a feature set's leftovers under its write lock; False when a writer holds it."""
+    try:
+        with feature_set_lock(store.root, name, timeout=lock_timeout):
+            # Found again under the lock: a partition listed as a leftover a moment ago may have been committed since.
+            for folder in _leftovers.version_folders(set_dir(store.root, name)):
+                _leftovers.remove(folder.leftovers)
+    except LockTimeoutError:
+        return False
+    return True
 
 
 def _check_partition(path: Path, p: Any, report: DoctorReport, m: Manifest | None) -> None:

@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ._catalog import errors_sql
-from ._format import EMBEDDING, to_matrix
+from ._catalog import errors_sql, quote_ident, version_view
+from ._format import EMBEDDING, key_tokens, to_matrix  # noqa: F401 - key_tokens: imported from here by pipelines
 from ._manifest import SCHEMA_FILE, Manifest, Partition
+from ._newest import newest_per_key, oldest_first
 from .errors import CorruptStoreError
 
 _CHILD_NAME = re.compile(r"<\w+: ")
@@ -78,46 +78,18 @@ def read_partition(version_dir: Path, m: Manifest, p: Partition, columns: list[s
         raise CorruptStoreError(f"Partition {path} cannot be read ({exc}).\n  Help: run `featurestore doctor`.") from None
 
 
-def key_tokens(table: pa.Table, key: list[str]) -> pa.Array:
-    """One comparable value per row for single or compound keys; two different keys never share a token.
-
-    A single key is its own column. A compound key is the concatenation of ``<byte length>:<bytes>`` for each part
-    (a length-prefixed, hence unambiguous, encoding: ``("a|b", "c")`` and ``("a", "b|c")`` differ), as binary, so
-    binary parts that are not UTF-8 need no decoding.
-    """
-    if len(key) == 1:
-        col = table.column(key[0])
-        return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    parts: list[pa.Array] = []
-    for k in key:
-        col = table.column(k)
-        raw = col if pa.types.is_binary(col.type) else pc.cast(pc.cast(col, pa.string()), pa.binary())
-        length = pc.cast(pc.cast(pc.binary_length(raw), pa.string()), pa.binary())
-        parts += [length, pa.repeat(pa.scalar(b":", pa.binary()), table.num_rows), raw]
-    return pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary())).combine_chunks()
-
-
 def read_latest(version_dir: Path, m: Manifest, columns: list[str] | None = None) -> pa.Table:
-    """All committed rows of a version, one per key: when a key was re-written the newest partition wins."""
+    """All committed rows of a version in commit order, one per key: the newest row wins (see ``_newest``)."""
     if columns is not None:
         columns = list(dict.fromkeys([*m.key, *columns]))
-    tables = [read_partition(version_dir, m, p, columns) for p in m.partitions]
+    tables = [read_partition(version_dir, m, p, columns) for p in oldest_first(m.partitions)]
     if not tables:
         schema = pq.read_schema(version_dir / SCHEMA_FILE)
         empty = schema.empty_table()
         return empty.select(columns) if columns else empty
     if not m.has_updates or len(tables) == 1:
         return pa.concat_tables(tables)
-    kept: list[pa.Table] = []
-    seen: pa.Array | None = None
-    for table in reversed(tables):  # newest first: a key already seen has a newer row
-        tokens = key_tokens(table, m.key)
-        if seen is not None and len(seen):
-            table = table.filter(pc.invert(pc.is_in(tokens, value_set=seen)))
-            tokens = key_tokens(table, m.key)
-        seen = tokens if seen is None else pa.concat_arrays([seen, tokens])
-        kept.append(table)
-    return pa.concat_tables(reversed(kept))
+    return newest_per_key(tables, m.key)
 
 
 class FeatureSet:
@@ -139,7 +111,7 @@ class FeatureSet:
     @property
     def view(self) -> str:
         """The SQL view that reads this version."""
-        return self.name if self.latest else f'"{self.name}@v{self.version}"'
+        return self.name if self.latest else quote_ident(version_view(self.name, self.version))
 
     def count(self) -> int:
         """Rows in the view: one per key."""
@@ -163,7 +135,8 @@ class FeatureSet:
         return to_matrix(table.column(EMBEDDING), self.dim)
 
     def errors(self) -> pa.Table:
-        """The current error of each key that failed to embed (key, reason, run_id), as the ``name@errors`` view.
+        """The current error of each key that failed to embed, as the ``name@errors`` view: key(s), ``kind``,
+        ``message``, ``reason`` (``"<kind>: <message>"``) and ``run_id``.
 
         A key that failed again on a rerun shows once; a key whose row was committed after its error shows not at all.
         """

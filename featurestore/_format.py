@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,38 +29,41 @@ DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 _EXAMPLES = 5
 
 
-def to_table(data: Any, *, embedding: str = EMBEDDING) -> pa.Table:
-    """Accept an Arrow table/batch, pandas or polars frame, Arrow stream or dict of columns; return an Arrow table."""
+def to_table(data: Any, *, embedding: str = EMBEDDING,
+             mixed: Callable[[list[Any]], pa.Array] | None = None) -> pa.Table:
+    """Any table-like input as an Arrow table: the one converter of the store, its writers and readers.
+
+    Accepts a pyarrow Table or RecordBatch, a pandas or polars DataFrame, any object with ``__arrow_c_stream__`` or
+    ``__arrow_c_array__`` (a DuckDB relation, a RecordBatchReader, ``store.sql(...)``), or a dict of columns where a
+    2-D numpy array becomes a ``fixed_size_list`` column. Anything else is a ``TypeError``. Large and view string
+    and binary columns become plain ``string``/``binary``, so rows from any source compare and append alike.
+
+    ``embedding``: the name of the embedding column in ``data``, renamed to ``embedding``.
+    ``mixed``: how to convert a pandas column that Arrow cannot type as a whole (a number among texts), given its
+    values as a list; without it, such a column raises Arrow's error.
+    """
     if isinstance(data, pa.Table):
         table = data
     elif isinstance(data, pa.RecordBatch):
         table = pa.Table.from_batches([data])
     elif isinstance(data, Mapping):
-        columns = {}
-        for name, values in data.items():
-            if isinstance(values, np.ndarray) and values.ndim >= 2:
-                if values.ndim > 2:
-                    raise ValidationError(f"Column {name!r} is a {values.ndim}-D array of shape {values.shape}; "
-                                          "an embedding matrix must be 2-D (rows, dim).")
-                values = fixed_size_list(values)
-            columns[name] = values
-        table = pa.table(columns)
+        table = pa.table({name: _column(name, values) for name, values in data.items()})
     elif hasattr(data, "to_arrow") and not hasattr(data, "__arrow_c_stream__"):
         table = data.to_arrow()
     elif type(data).__module__.startswith("pandas"):
-        table = pa.Table.from_pandas(data, preserve_index=False)
-    elif hasattr(data, "__arrow_c_stream__"):
+        table = _from_pandas(data, mixed)
+    elif hasattr(data, "__arrow_c_stream__") or hasattr(data, "__arrow_c_array__"):
         table = pa.table(data)
     else:
         raise TypeError(
-            f"Cannot write {type(data).__name__}: pass a pyarrow Table, a pandas or polars DataFrame, "
-            "or a dict of columns with a 2-D numpy 'embedding'."
+            f"Cannot convert {type(data).__name__} to an Arrow table: pass a pyarrow Table or RecordBatch, a pandas "
+            "or polars DataFrame, an object with __arrow_c_stream__, or a dict of columns with a 2-D numpy "
+            "'embedding'."
         )
-    # pandas 3 hands strings over as large_string: store one string type so appends from any source agree.
-    for i, f in enumerate(table.schema):
-        if pa.types.is_large_string(f.type):
+    for i, f in enumerate(table.schema):  # pandas 3 hands strings over as large_string, polars as string_view
+        if pa.types.is_large_string(f.type) or pa.types.is_string_view(f.type):
             table = table.set_column(i, f.name, table.column(i).cast(pa.string()))
-        elif pa.types.is_large_binary(f.type):
+        elif pa.types.is_large_binary(f.type) or pa.types.is_binary_view(f.type):
             table = table.set_column(i, f.name, table.column(i).cast(pa.binary()))
     if embedding != EMBEDDING:
         if EMBEDDING in table.column_names:
@@ -69,6 +72,31 @@ def to_table(data: Any, *, embedding: str = EMBEDDING) -> pa.Table:
             raise ValidationError(f"No column {embedding!r} in the data. Columns: {table.column_names}")
         table = table.rename_columns([EMBEDDING if c == embedding else c for c in table.column_names])
     return table
+
+
+def _column(name: Any, values: Any) -> Any:
+    if isinstance(values, np.ndarray) and values.ndim >= 2:
+        if values.ndim > 2:
+            raise ValidationError(f"Column {name!r} is a {values.ndim}-D array of shape {values.shape}; "
+                                  "an embedding matrix must be 2-D (rows, dim).")
+        return fixed_size_list(values)
+    return values
+
+
+def _from_pandas(frame: Any, mixed: Callable[[list[Any]], pa.Array] | None) -> pa.Table:
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        if mixed is None:
+            raise
+    return pa.table({str(name): _pandas_column(frame[name], mixed) for name in frame.columns})
+
+
+def _pandas_column(values: Any, mixed: Callable[[list[Any]], pa.Array]) -> pa.Array:
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return mixed(values.tolist())
 
 
 def fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
@@ -115,6 +143,25 @@ def _row_numbers(rows: np.ndarray) -> str:
     return f"row {shown}{more}" if len(rows) == 1 else f"rows {shown}{more}"
 
 
+def key_tokens(table: pa.Table, key: Sequence[str]) -> pa.Array:
+    """One comparable value per row for single or compound keys; two different keys never share a token.
+
+    A single key is its own column. A compound key is the concatenation of ``<byte length>:<bytes>`` for each part
+    (a length-prefixed, hence unambiguous, encoding: ``("a|b", "c")`` and ``("a", "b|c")`` differ), as binary, so
+    binary parts that are not UTF-8 need no decoding.
+    """
+    if len(key) == 1:
+        col = table.column(key[0])
+        return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    parts: list[pa.Array] = []
+    for k in key:
+        col = table.column(k)
+        raw = col if pa.types.is_binary(col.type) else pc.cast(pc.cast(col, pa.string()), pa.binary())
+        length = pc.cast(pc.cast(pc.binary_length(raw), pa.string()), pa.binary())
+        parts += [length, pa.repeat(pa.scalar(b":", pa.binary()), table.num_rows), raw]
+    return pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary())).combine_chunks()
+
+
 def check_keys(table: pa.Table, key: Sequence[str]) -> None:
     """Key columns exist, are scalar, and are neither null nor duplicated within the write."""
     for k in key:
@@ -138,6 +185,52 @@ def check_keys(table: pa.Table, key: Sequence[str]) -> None:
             f"{dups.num_rows} key(s) appear more than once in this write: "
             f"{describe_keys(dups, key, np.arange(dups.num_rows))}. A write holds one row per key."
         )
+
+
+def check_strings(table: pa.Table, column: str, key: Sequence[str], *, allow_null: bool = False,
+                  rows: str = "row(s)", what: str = "") -> None:
+    """``column`` holds strings, and no null unless allowed (else a :class:`ValidationError` naming the rows)."""
+    typ = table.schema.field(column).type
+    if not pa.types.is_string(typ):
+        raise ValidationError(f"Column {column!r}{what} must hold strings; got {typ}.")
+    if allow_null:
+        return
+    nulls = np.flatnonzero(table.column(column).is_null().to_numpy(zero_copy_only=False))
+    if len(nulls):
+        raise ValidationError(f"{len(nulls)} {rows} have a null {column}: {describe_keys(table, key, nulls)}.")
+
+
+def to_partition(table: pa.Table, key: Sequence[str], *, run_id: str) -> pa.Table:
+    """Checked rows (keys and embedding already normalised) in the partition layout.
+
+    Key(s), ``content_hash`` (the vector's own hash when not given), ``embedding``, ``event_time`` if given, the
+    extra scalar columns, then ``run_id`` (the writer's, replacing any given).
+    """
+    if CONTENT_HASH in table.column_names:
+        check_strings(table, CONTENT_HASH, key)
+    else:
+        dim = table.schema.field(EMBEDDING).type.list_size
+        table = table.append_column(CONTENT_HASH, vector_hashes(table.column(EMBEDDING), dim))
+    if EVENT_TIME in table.column_names and not pa.types.is_timestamp(table.schema.field(EVENT_TIME).type):
+        raise ValidationError(f"Column {EVENT_TIME!r} must be a timestamp; got {table.schema.field(EVENT_TIME).type}.")
+    if RUN_ID in table.column_names:
+        table = table.drop_columns([RUN_ID])
+    extras = [c for c in table.column_names if c not in key and c not in SYSTEM_COLUMNS]
+    for c in extras:
+        typ = table.schema.field(c).type
+        if pa.types.is_nested(typ):
+            raise ValidationError(f"Extra column {c!r} has nested type {typ}; only scalar extra columns are stored.")
+    order = [*key, CONTENT_HASH, EMBEDDING] + ([EVENT_TIME] if EVENT_TIME in table.column_names else [])
+    table = table.select(order + extras)
+    return table.append_column(RUN_ID, pa.repeat(pa.scalar(run_id, pa.string()), table.num_rows))
+
+
+def changed_rows(tokens: Sequence[Any], hashes: Sequence[str], committed: Mapping[Any, str]) -> np.ndarray:
+    """Which rows to write: those whose (key token, content_hash) is not committed (a new key, or new content).
+
+    Re-appending identical rows writes nothing; ``committed`` maps key tokens (:func:`key_tokens`) to hashes.
+    """
+    return np.fromiter((committed.get(t) != h for t, h in zip(tokens, hashes)), dtype=bool, count=len(tokens))
 
 
 def normalize_embedding(table: pa.Table, key: Sequence[str], *, dim: int | None, dtype: str | None) -> pa.Table:

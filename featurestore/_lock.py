@@ -11,6 +11,7 @@ from pathlib import Path
 
 import filelock
 
+from ._manifest import LOCK_FILE, set_dir
 from .errors import FeatureStoreError, LockTimeoutError
 
 
@@ -50,3 +51,8 @@ class FileLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def feature_set_lock(root: Path, name: str, *, timeout: float) -> FileLock:
+    """The write lock of feature set ``name``: held by its one writer for a whole run, and by ``doctor --clean``."""
+    return FileLock(set_dir(root, name) / LOCK_FILE, timeout=timeout, what=f"feature set {name!r}")

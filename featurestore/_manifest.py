@@ -1,4 +1,8 @@
-"""Manifests: the truth about a feature set version (its spec and committed partitions), replaced atomically."""
+"""Manifests: the truth about a feature set version (its spec and committed partitions), replaced atomically.
+
+This module also owns the folder layout they live in (``sets/<name>/v<k>/``): every path to a set or a version is
+built by :func:`set_dir` / :func:`version_dir` here.
+"""
 
 from __future__ import annotations
 
@@ -208,23 +212,40 @@ def file_crc32(path: Path) -> int:
     return crc
 
 
+# -- the on-disk layout: sets/<name>/v<k>/ -------------------------------------------------------------------------
+SETS = "sets"
+MODELS = "models"
+LOCK_FILE = ".lock"  # in a feature set's folder: held by its one writer (and by ``doctor --clean``)
+
+
+def sets_dir(root: Path) -> Path:
+    """Where every feature set lives: ``<root>/sets``."""
+    return root / SETS
+
+
+def models_dir(root: Path) -> Path:
+    """Where saved stackers live: ``<root>/models``."""
+    return root / MODELS
+
+
 def set_dir(root: Path, name: str) -> Path:
     """Where a feature set's versions live: ``<root>/sets/<name>``."""
-    return root / "sets" / name
+    return sets_dir(root) / name
 
 
 def version_dir(root: Path, name: str, version: int) -> Path:
     """Where one version's manifest and partitions live: ``<root>/sets/<name>/v<version>``."""
-    return root / "sets" / name / f"v{int(version)}"
+    return set_dir(root, name) / f"v{int(version)}"
+
+
+def is_version_folder(path: Path) -> bool:
+    """A folder named like a version (``v<k>``), with or without a manifest yet."""
+    return _VERSION_DIR.match(path.name) is not None and path.is_dir()
 
 
 def list_versions(set_dir: Path) -> list[int]:
     """Committed versions of a feature set: folders ``v<k>`` that hold a manifest."""
     if not set_dir.is_dir():
         return []
-    out = []
-    for child in set_dir.iterdir():
-        m = _VERSION_DIR.match(child.name)
-        if m and (child / MANIFEST).is_file():
-            out.append(int(m.group(1)))
-    return sorted(out)
+    return sorted(int(child.name[1:]) for child in set_dir.iterdir()
+                  if _VERSION_DIR.match(child.name) and (child / MANIFEST).is_file())

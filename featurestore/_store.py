@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -12,14 +13,19 @@ from typing import Any
 from ._catalog import CATALOG, STALE_MARKER, Broken, reader_connection, write_catalog
 from ._doctor import DoctorReport, doctor as _doctor
 from ._featureset import FeatureSet, check_present
-from ._manifest import atomic_write_text, list_versions, now, read_manifest, set_dir, version_dir
+from ._manifest import atomic_write_text, list_versions, models_dir, now, read_manifest, set_dir, sets_dir, version_dir
 from ._names import validate_name
 from ._sql import Result, check_read_only
+from ._validation import Interval, validate_params
 from ._writer import Writer
 from .errors import CorruptStoreError, FeatureSetNotFoundError, FeatureStoreError
 
 MARKER = "featurestore.json"
 FORMAT = 1
+_SQL_CONSTRAINTS: dict[str, list] = {
+    "read_only": ["boolean"],
+    "timeout": [Interval(numbers.Real, 0, None, closed="neither"), None],
+}
 
 
 def open(root: str | os.PathLike[str], *, create: bool = True) -> "Store":  # noqa: A001 - mirrors duckdb.connect/lancedb.connect
@@ -40,8 +46,8 @@ class Store:
                 )
             if not create:
                 raise FeatureStoreError(f"No feature store at {self.root}. Create one with `featurestore init {root}`.")
-            (self.root / "sets").mkdir(parents=True, exist_ok=True)
-            (self.root / "models").mkdir(exist_ok=True)
+            sets_dir(self.root).mkdir(parents=True, exist_ok=True)
+            models_dir(self.root).mkdir(exist_ok=True)
             atomic_write_text(marker, json.dumps({"format": FORMAT, "created_at": now()}) + "\n")
             self._write_catalog()
         else:
@@ -59,11 +65,11 @@ class Store:
 
     @property
     def models_dir(self) -> Path:
-        return self.root / "models"
+        return models_dir(self.root)
 
     def names(self) -> list[str]:
         """Feature sets that have at least one committed version."""
-        sets = self.root / "sets"
+        sets = sets_dir(self.root)
         return sorted(p.name for p in sets.iterdir() if p.is_dir() and list_versions(p)) if sets.is_dir() else []
 
     def versions(self, name: str) -> list[int]:
@@ -142,6 +148,7 @@ class Store:
         manifests, so queries never wait on (or block) a writer. ``timeout`` (seconds) interrupts a long query with
         :class:`QueryTimeoutError`; ``memory_limit`` (e.g. ``"2GB"``) caps DuckDB's memory.
         """
+        validate_params({"read_only": read_only, "timeout": timeout}, _SQL_CONSTRAINTS, "Store.sql")
         broken: list[Broken] = []
         entries = self._entries(problems=[], broken=broken)
         con = reader_connection(self.root, entries, read_only=read_only, memory_limit=memory_limit, broken=broken)
@@ -160,6 +167,8 @@ class Store:
         "auto" appends to the version with the same spec or starts one, an int names a version.
         """
         validate_name(name)
+        validate_params({"version": version, "lock_timeout": lock_timeout}, Writer._parameter_constraints,
+                        "Store.writer")
         return Writer(self, name, key=key, spec=spec, version=version, provenance=provenance, run_id=run_id,
                       lock_timeout=lock_timeout, embedding=embedding, run_info=run_info)
 
@@ -170,8 +179,11 @@ class Store:
         Rows whose (key, content_hash) are already stored are skipped, so re-running a write is harmless. Without a
         ``content_hash`` column, the hash of the vector itself is used. Returns the run record.
         """
-        with self.writer(name, key=key, spec=spec, version=version, lock_timeout=lock_timeout,
-                         embedding=embedding) as w:
+        validate_name(name)
+        validate_params({"version": version, "lock_timeout": lock_timeout}, Writer._parameter_constraints,
+                        "Store.write")
+        with Writer(self, name, key=key, spec=spec, version=version, lock_timeout=lock_timeout,
+                    embedding=embedding) as w:
             w.append(data)
         return {"name": name, "version": w.manifest.version if w.manifest else None, **w.run}
 

@@ -24,6 +24,8 @@ __all__ = [
     "HasMethods",
     "CVSplitter",
     "SubsetOf",
+    "InstanceOf",
+    "DistinctNames",
     "validate_params",
 ]
 
@@ -182,6 +184,34 @@ def _describe(constraints: list[Constraint]) -> str:
     if len(phrases) == 1:
         return phrases[0]
     return ", ".join(phrases[:-1]) + " or " + phrases[-1]
+
+
+class InstanceOf(Constraint):
+    """An instance of ``cls``, named in messages by ``phrase`` (default "a <class name>")."""
+
+    def __init__(self, cls: type, phrase: str | None = None):
+        self.cls = cls
+        self.phrase = phrase
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        return isinstance(value, self.cls)
+
+    def __str__(self) -> str:
+        return self.phrase or f"a {self.cls.__name__}"
+
+
+class DistinctNames(Constraint):
+    """A non-empty list or tuple of distinct strings, e.g. the feature sets to join."""
+
+    def __init__(self, what: str = "names"):
+        self.what = what
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        return (isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, str) for v in value)
+                and len(set(value)) == len(value))
+
+    def __str__(self) -> str:
+        return f"distinct {self.what} (a non-empty list of strings)"
 
 
 def validate_params(params: Mapping[str, Any], constraints: Mapping[str, list], caller: str) -> None:

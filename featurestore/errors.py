@@ -58,5 +58,12 @@ class MissingDependencyError(EncoderNotAvailableError, ImportError):
     """An optional library that is not installed; the message names the extra that installs it."""
 
 
+class ModelNotFoundError(FeatureStoreError, FileNotFoundError):
+    """No saved model of that name in the store, or one without the split `stack train` saves beside it."""
+
+    def __str__(self) -> str:  # FileNotFoundError would otherwise format (errno, strerror)
+        return str(self.args[0]) if self.args else ""
+
+
 class CorruptStoreError(FeatureStoreError, RuntimeError):
     """Files that disagree with their manifest (missing partition, wrong checksum or row count)."""

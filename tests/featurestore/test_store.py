@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ import pytest
 
 import featurestore
 from featurestore import FeatureSetNotFoundError, InvalidNameError, SpecMismatchError, ValidationError
+from featurestore._validation import InvalidParameterError
 
 SPEC = {"encoder": "external:test-model", "metric": "cosine"}
 
@@ -203,3 +205,25 @@ def test_event_time_and_compound_keys(store, vectors):
     np.testing.assert_array_equal(rows["embedding"][1], vectors[4])
     with pytest.raises(SpecMismatchError, match="keyed by"):
         store.write("pairs", table.slice(1, 2), key="user", spec=SPEC)
+
+
+@pytest.mark.parametrize("call, err, message", [
+    (lambda s, d: s.write("vecs", d, spec=SPEC, version="latest"), InvalidParameterError,
+     "The 'version' parameter of Store.write must be one of {'auto', 'new'}, an int >= 1 or None. Got 'latest' instead."),
+    (lambda s, d: s.write("vecs", d, spec=SPEC, version=0), InvalidParameterError, "Got 0 instead."),
+    (lambda s, d: s.write("vecs", d, spec=SPEC, version=True), InvalidParameterError, "Got True instead."),
+    (lambda s, d: s.writer("vecs", spec=SPEC, version=1.5), InvalidParameterError,
+     "The 'version' parameter of Store.writer must be"),
+    (lambda s, d: s.write("vecs", d, spec=SPEC, lock_timeout=-1), InvalidParameterError,
+     "The 'lock_timeout' parameter of Store.write must be a float >= 0. Got -1 instead."),
+    (lambda s, d: featurestore.Writer(s, "vecs", spec=SPEC, lock_timeout="1"), InvalidParameterError,
+     "The 'lock_timeout' parameter of Writer must be a float >= 0. Got '1' instead."),
+    (lambda s, d: s.sql("select 1", timeout=0), InvalidParameterError,
+     "The 'timeout' parameter of Store.sql must be a float > 0 or None. Got 0 instead."),
+    (lambda s, d: s.sql("select 1", read_only="no"), InvalidParameterError,
+     "The 'read_only' parameter of Store.sql must be a bool. Got 'no' instead."),
+])
+def test_parameters_are_checked_before_anything_is_written(store, vectors, call, err, message):
+    with pytest.raises(err, match=re.escape(message)):
+        call(store, _table(range(3), vectors[:3]))
+    assert not any((store.root / "sets").iterdir())
