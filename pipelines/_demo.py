@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 import featurestore
+from featurestore._optional import import_optional
 
 from ._datasets import clothing_reviews
 from ._runner import embed_layers, layer_name
@@ -49,6 +50,7 @@ def demo_tables(rows: int, seed: int = 0) -> tuple[pa.Table, pa.Table]:
 
 def tfidf_svd(store: featurestore.Store, source: pa.Table, train_ids: np.ndarray, name: str, seed: int = 0) -> Any:
     """A classic baseline feature set: TF-IDF (1-2 grams) + truncated SVD, fitted on the training rows only."""
+    import_optional("sklearn", extra="stack", what="The demo's TF-IDF + SVD baseline")
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import make_pipeline

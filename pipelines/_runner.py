@@ -1,9 +1,12 @@
-"""The batch embedding job: source -> (skip committed, set aside bad rows) -> encoder -> partitions -> commit.
+"""The batch embedding job: source -> screen (set aside bad rows, skip committed ones) -> encoder -> sinks.
 
 Memory stays bounded whatever the input size: rows are read in batches, texts are encoded in chunks, and a partition
 is committed as soon as it fills (the commit runs in a background thread while the next chunk is encoded). A rerun
 skips every row whose (key, content_hash) is already committed, so a job killed at any moment and started again ends
 with exactly the source's rows.
+
+This module holds the public calls, their checks and the loop; ``_screen`` decides which rows to encode and
+``_sinks`` buffers and commits partitions.
 """
 
 from __future__ import annotations
@@ -12,22 +15,22 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 import featurestore
 from featurestore import _format as fmt
-from featurestore._featureset import key_tokens
+from featurestore._error_rows import COLUMNS as ERROR_COLUMNS, REASON
 from featurestore._names import validate_name
+from featurestore._progress import ProgressCallback, progress_enabled, rich_progress
 from featurestore.errors import ValidationError
 
-from ._progress import ProgressCallback, progress_enabled, rich_progress
+from ._screen import Screen
+from ._sinks import Sink, Sinks
 from .sources import TableSource, open_source
-from .sources._tables import BAD_LINE, NON_STRING
+from .sources._errors import RESERVED
 
 ENCODER_OPTIONS = ("device", "batch_size", "max_batch_tokens", "max_seq_length", "normalize", "layer", "pooling", "dtype", "backend",
                    "precision", "allow_download")
@@ -45,6 +48,7 @@ class EmbedResult:
     rows_failed: int
     seconds: float
     run_id: str
+    #: failed rows by error kind (null, empty, non-string, undecodable, invalid-json), as in the errors view
     errors_by_reason: dict[str, int] = field(default_factory=dict)
     #: how the encoder ran (device, backend, precision, versions), as stored with the partitions
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -68,7 +72,8 @@ def embed(store: featurestore.Store | str | os.PathLike[str], source: Any, *, ke
 
     ``source`` is a Parquet/CSV/JSONL file or folder, or an Arrow/pandas table. Encoder options (``device``,
     ``batch_size``, ``max_seq_length``, ``normalize``, ``layer``, ``pooling``, ``dtype``, ``backend``, ``precision``)
-    go to the encoder. ``version="auto"`` appends to the version with the same encoder spec or starts a new one.
+    go to the encoder when it is given by name; an Encoder object comes configured, and options beside it are an
+    error. ``version="auto"`` appends to the version with the same encoder spec or starts a new one.
     """
     _check_options(encoder_options)
     targets = [(name, _build_encoder(encoder, encoder_options))]
@@ -124,7 +129,12 @@ def _build_encoder(encoder: str | Any, options: dict[str, Any]) -> Any:
     from featurestore.encoders import get_encoder
 
     options = {k: v for k, v in options.items() if v is not None}
-    return get_encoder(encoder, **options) if isinstance(encoder, str) else encoder
+    if isinstance(encoder, str):
+        return get_encoder(encoder, **options)
+    if options:
+        raise ValueError(f"Encoder option(s) {sorted(options)} given with a {type(encoder).__name__} object: options "
+                         "apply only when the encoder is given by name; configure the Encoder object instead.")
+    return encoder
 
 
 def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, targets: list[tuple[str, Any]], *,
@@ -141,9 +151,13 @@ def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, target
     keys = [key] if isinstance(key, str) else list(key)
     if text in keys:
         raise ValidationError(f"The text column {text!r} cannot also be a key column.")
-    reserved = [c for c in [*keys, text] if c.startswith(_RESERVED)]
+    reserved = [c for c in [*keys, text] if c.startswith(RESERVED)]
     if reserved:
-        raise ValidationError(f"Column name(s) {reserved} start with {_RESERVED!r}, which embedding jobs reserve.")
+        raise ValidationError(f"Column name(s) {reserved} start with {RESERVED!r}, which embedding jobs reserve.")
+    clash = [k for k in keys if k in (*ERROR_COLUMNS, REASON)]
+    if clash:  # checked here, not when the first bad row is recorded at the end of the job
+        raise ValidationError(f"Key column(s) {clash} clash with the columns of the error rows a job records "
+                              f"{[*ERROR_COLUMNS, REASON]}. Help: rename them in the source.")
     src = open_source(source)
     src.check_columns([*keys, text])
     total = _check_source_keys(src, keys, limit)
@@ -153,7 +167,7 @@ def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, target
     label = names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1}"
     source_facts = {"source": src.description, "source_fingerprint": src.fingerprint()}
     with contextlib.ExitStack() as stack:
-        sinks = []
+        sinks: list[Sink] = []
         for set_name, enc in targets:
             spec = enc.spec()
             provenance = {**enc.provenance(), **source_facts}
@@ -161,7 +175,7 @@ def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, target
             writer = stack.enter_context(store.writer(set_name, key=keys, spec=spec, version=version,
                                                       provenance=provenance, lock_timeout=lock_timeout,
                                                       run_info=run_info))
-            sinks.append(_Sink(writer, enc, fmt.spec_fingerprint(spec)))
+            sinks.append(Sink(writer, enc, fmt.spec_fingerprint(spec)))
         bar = stack.enter_context(rich_progress(f"embed {label}", total, enabled=progress_enabled(progress)))
 
         def report(done: int) -> None:
@@ -169,14 +183,14 @@ def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, target
             if on_progress is not None:
                 on_progress(done, total)
 
-        job = _Job(sinks, keys, text, chunk_rows, partition_rows, report)
+        job = _Job(Sinks(sinks, keys, partition_rows), keys, text, chunk_rows, report)
         job.run(src, limit)
         runs = [sink.writer.finish("ok", rows_read=job.rows_read) for sink in sinks]
     seconds = time.perf_counter() - t0
     return [EmbedResult(name=n, version=sink.writer.manifest.version if sink.writer.manifest else None,
                         rows_read=job.rows_read, rows_written=run.get("rows_written", 0),
                         rows_skipped=run.get("rows_skipped", 0), rows_failed=run.get("rows_failed", 0),
-                        seconds=seconds, run_id=sink.writer.run_id, errors_by_reason=dict(job.error_counts),
+                        seconds=seconds, run_id=sink.writer.run_id, errors_by_reason=dict(job.screen.error_counts),
                         provenance=sink.encoder.provenance())
             for n, sink, run in zip(names, sinks, runs)]
 
@@ -198,38 +212,18 @@ def _check_source_keys(src: TableSource, keys: list[str], limit: int | None) -> 
     return table.num_rows
 
 
-# Per-sink helper columns carried beside the keys through chunking; source columns may not use the prefix.
-_RESERVED = "__featurestore_"
-_HASH, _NEED = _RESERVED + "hash_{}", _RESERVED + "need_{}"
-
-
-class _Sink:
-    """One feature set a job writes: its writer, its encoder, and what it already holds."""
-
-    def __init__(self, writer: featurestore.Writer, encoder: Any, fingerprint: str) -> None:
-        self.writer, self.encoder, self.fingerprint = writer, encoder, fingerprint
-        self.committed = writer.committed_hashes()
-        self.pending: list[pa.Table] = []
-        self.pending_rows = 0
-
-
 class _Job:
-    """One run's moving parts; ``run`` is the loop, the rest are its steps.
+    """One pass over the source: screened rows flow through the lead encoder's pass into the sinks.
 
-    Rows flow once through the lead encoder's pass; each sink takes the rows it lacks (its own content hash, so a
-    set that is complete skips them while another set still gets them).
+    Each sink takes the rows it lacks (its own content hash, so a set that is complete skips them while another set
+    still gets them).
     """
 
-    def __init__(self, sinks: list[_Sink], keys: list[str], text: str, chunk_rows: int, partition_rows: int,
-                 report: Any) -> None:
-        self.sinks, self.keys, self.text = sinks, keys, text
-        self.chunk_rows, self.partition_rows, self.report = chunk_rows, partition_rows, report
+    def __init__(self, sinks: Sinks, keys: list[str], text: str, chunk_rows: int, report: Any) -> None:
+        self.sinks, self.keys, self.text, self.chunk_rows, self.report = sinks, keys, text, chunk_rows, report
+        self.screen = Screen(sinks.sinks, keys, text)
         self.rows_read = 0
         self.done = 0
-        self.error_counts: dict[str, int] = {}
-        self._errors: list[pa.Table] = []
-        self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurestore-commit")
-        self._inflight: Future | None = None
 
     def run(self, src: TableSource, limit: int | None) -> None:
         try:
@@ -241,22 +235,25 @@ class _Job:
                     meta.append(chunk)
                     yield chunk.column(self.text).to_pylist()
 
-            lead, *others = [sink.encoder for sink in self.sinks]
+            lead, *others = [sink.encoder for sink in self.sinks.sinks]
             stream = (lead.encode_batches_with(others, texts()) if others
                       else ([v] for v in lead.encode_batches(texts())))
             for vectors in stream:
-                self._add(meta.pop(0), vectors)
-            self._flush(force=True)
-            self._wait()
-            if self._errors:
-                errors = pa.concat_tables(self._errors)
-                for sink in self.sinks:
-                    sink.writer.record_errors(errors)
+                chunk = meta.pop(0)
+                self.sinks.add(chunk, vectors)
+                self._advance(chunk.num_rows)
+            self.sinks.flush(force=True)
+            self.sinks.wait()
+            self.sinks.record_errors(self.screen.errors())
         finally:
-            self._commits.shutdown(wait=True)
+            self.sinks.close()
+
+    def _advance(self, rows: int) -> None:
+        self.done += rows
+        self.report(self.done)
 
     def _chunks(self, src: TableSource, limit: int | None) -> Iterator[pa.Table]:
-        """Batches of (keys, content hashes, needs, text) that still need encoding, re-cut to ``chunk_rows``."""
+        """Screened rows that still need encoding (see ``Screen``), re-cut to ``chunk_rows``."""
         buf: list[pa.Table] = []
         rows = 0
         binary = [self.text] if src.format == "csv" else []
@@ -266,7 +263,8 @@ class _Job:
                     break
                 batch = batch.slice(0, limit - self.rows_read)
             self.rows_read += batch.num_rows
-            todo = self._screen(pa.Table.from_batches([batch]))
+            todo, settled = self.screen(pa.Table.from_batches([batch]))
+            self._advance(settled)
             if todo.num_rows:
                 buf.append(todo)
                 rows += todo.num_rows
@@ -277,98 +275,3 @@ class _Job:
                 buf, rows = ([rest] if rest.num_rows else []), rest.num_rows
         if rows:
             yield pa.concat_tables(buf)
-
-    def _screen(self, table: pa.Table) -> pa.Table:
-        """Set aside bad rows, hash the good ones per sink, drop rows every sink holds; returns rows to encode.
-
-        Columns: the keys, then a content hash and a "needs it" flag per sink (reserved names), then the text.
-        """
-        texts, reasons = _clean_texts(table.column(self.text))
-        bad = np.flatnonzero(reasons != None)  # noqa: E711 - object array comparison
-        if len(bad):
-            errs = table.select(self.keys).take(pa.array(bad))
-            errs = errs.append_column("reason", pa.array(reasons[bad].tolist(), pa.string()))
-            self._errors.append(errs)
-            for r in reasons[bad].tolist():
-                kind = r.split(":")[0]
-                self.error_counts[kind] = self.error_counts.get(kind, 0) + 1
-        good = np.flatnonzero(reasons == None)  # noqa: E711
-        table = table.select(self.keys).take(pa.array(good))
-        good_texts = [texts[i] for i in good.tolist()]
-        tokens = key_tokens(table, self.keys).to_pylist() if any(s.committed for s in self.sinks) else None
-        needed = np.zeros(len(good_texts), dtype=bool)
-        for i, sink in enumerate(self.sinks):
-            hashes = fmt.text_hashes(good_texts, sink.fingerprint)
-            need = np.ones(len(good_texts), dtype=bool)
-            if sink.committed and tokens is not None:
-                need = np.fromiter((sink.committed.get(t) != h for t, h in zip(tokens, hashes.to_pylist())),
-                                   bool, len(tokens))
-                sink.writer.stats["rows_skipped"] += int((~need).sum())
-            needed |= need
-            table = table.append_column(_HASH.format(i), hashes).append_column(_NEED.format(i), pa.array(need))
-        table = table.append_column(self.text, pa.array(good_texts, pa.string()))
-        self.done += len(bad) + int((~needed).sum())
-        self.report(self.done)
-        return table.filter(pa.array(needed))
-
-    def _add(self, chunk: pa.Table, vectors: list[np.ndarray]) -> None:
-        for i, (sink, block) in enumerate(zip(self.sinks, vectors)):
-            if block.shape[0] != chunk.num_rows:
-                raise RuntimeError(f"The encoder returned {block.shape[0]} vectors for {chunk.num_rows} texts.")
-            need = chunk.column(_NEED.format(i)).to_numpy(zero_copy_only=False)
-            part = chunk.select(self.keys).append_column(fmt.CONTENT_HASH, chunk.column(_HASH.format(i)))
-            part = part.append_column(fmt.EMBEDDING, fmt.fixed_size_list(block))
-            if not need.all():
-                part = part.filter(pa.array(need))
-            if not part.num_rows:
-                continue
-            sink.pending.append(part)
-            sink.pending_rows += part.num_rows
-        self.done += chunk.num_rows
-        self._flush(force=False)
-        self.report(self.done)
-
-    def _flush(self, *, force: bool) -> None:
-        ready = [s for s in self.sinks if s.pending and (force or s.pending_rows >= self.partition_rows)]
-        if not ready:
-            return
-        parts = []
-        for sink in ready:
-            parts.append((sink.writer, pa.concat_tables(sink.pending)))
-            sink.pending, sink.pending_rows = [], 0
-        self._wait()  # at most one commit in flight: bounded memory, ordered partitions
-        self._inflight = self._commits.submit(lambda: [writer.append(table) for writer, table in parts])
-
-    def _wait(self) -> None:
-        if self._inflight is not None:
-            self._inflight.result()
-            self._inflight = None
-
-
-def _clean_texts(column: pa.ChunkedArray) -> tuple[list[Any], np.ndarray]:
-    """Texts as Python strings plus a reason per row (None when the row is fine)."""
-    typ = column.type
-    values = column.to_pylist()
-    reasons = np.full(len(values), None, dtype=object)
-    is_binary = pa.types.is_binary(typ) or pa.types.is_large_binary(typ)
-    is_text = pa.types.is_string(typ) or pa.types.is_large_string(typ)
-    for i, v in enumerate(values):
-        if v is None:
-            reasons[i] = "null: the text is null"
-        elif is_binary:
-            try:
-                v = values[i] = v.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                reasons[i] = f"undecodable: not valid UTF-8 ({exc.reason} at byte {exc.start})"
-                continue
-        elif not is_text:
-            reasons[i] = f"non-string: a {typ} value, not text"
-            continue
-        if reasons[i] is None:
-            if v.startswith(BAD_LINE):  # a source line that could not be read: the reason is in the text
-                reasons[i] = v[len(BAD_LINE):]
-            elif v.startswith(NON_STRING):
-                reasons[i] = f"non-string: a {v[len(NON_STRING):]} value, not text"
-            elif not v.strip():
-                reasons[i] = "empty: the text is empty or only whitespace"
-    return values, reasons

@@ -1,4 +1,4 @@
-"""Train, evaluate and save a stacker on stored feature sets: what `featurestore stack train` and `stack report` run.
+"""Train, apply and re-score stackers on stored feature sets: what `featurestore stack train|predict|report` run.
 
 Honest by construction: the held-out split (whole groups when groups are given) is cut before anything is fitted,
 the stack and every baseline see only the training rows, and the report scores all of them on the same held-out rows.
@@ -16,13 +16,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 import featurestore
+from featurestore._format import to_table
 from featurestore._names import validate_name
+from featurestore.errors import ModelNotFoundError
 
 SPLIT = "split.json"
 HELDOUT = "heldout.parquet"
 SCORED = "scored.parquet"
+
+
+def find_model(store: featurestore.Store, name: str) -> Path:
+    """The folder of saved model ``name``, checked to hold one (a save killed between its renames is finished)."""
+    import stackers
+
+    path = store.models_dir / name
+    try:
+        stackers.read_manifest(path)
+    except FileNotFoundError:
+        models = store.models_dir
+        known = sorted(p.name for p in models.iterdir() if (p / "manifest.json").is_file()) if models.is_dir() else []
+        raise ModelNotFoundError(f"No model named {name!r} in {store.root}. Known: {known or 'none'}.") from None
+    return path
 
 
 def train_stack(store: featurestore.Store, sets: Sequence[str], labels: Any, *, key: str | Sequence[str] = "id",
@@ -64,6 +81,23 @@ def train_stack(store: featurestore.Store, sets: Sequence[str], labels: Any, *, 
             "oof_set": oof.name if oof is not None else None, "split": split, "estimator": model}
 
 
+def predict_stack(store: featurestore.Store, name: str, keys: Any = None, *,
+                  output: str | Path | None = None) -> pa.Table:
+    """Score ``keys`` with saved model ``name``, from the feature sets and versions it was trained on.
+
+    ``keys`` is None (every key), a .parquet/.csv path, a table or a sequence of key values, as in
+    ``stackers.predict_from_store``. Returns its table (keys, ``prediction``, ``proba_<class>``...); with ``output``
+    (a .parquet or .csv path) also writes it there.
+    """
+    import stackers
+
+    model = stackers.load(find_model(store, name))
+    table = stackers.predict_from_store(model, store, keys)
+    if output is not None:
+        _write_table(table, Path(output))
+    return table
+
+
 def report_stack(store: featurestore.Store, name: str, *, labels: Any = None,
                  out: str | Path | None = None) -> dict[str, Any]:
     """Re-score saved model ``name`` on the rows ``train_stack`` held out; write the report to ``out``.
@@ -76,10 +110,10 @@ def report_stack(store: featurestore.Store, name: str, *, labels: Any = None,
 
     import stackers
 
-    model_dir = store.models_dir / name
+    model_dir = find_model(store, name)
     split_path = model_dir / SPLIT
     if not split_path.is_file():
-        raise FileNotFoundError(f"{model_dir} has no {SPLIT}: it was not trained with `featurestore stack train`.")
+        raise ModelNotFoundError(f"{model_dir} has no {SPLIT}: it was not trained with `featurestore stack train`.")
     split = json.loads(split_path.read_text())
     model = stackers.load(model_dir)
     sets = list(model.sources_)
@@ -110,14 +144,12 @@ def report_stack(store: featurestore.Store, name: str, *, labels: Any = None,
 
 def _heldout_table(test, label: str, groups: str | None):
     """The held-out rows as a labels table: key columns, the label, the groups and the table columns."""
-    import pyarrow as pa
-
     table = test.keys
     table = table.append_column(label, pa.array(test.y))
     if groups is not None:
         table = table.append_column(groups, pa.array(test.groups))
     if test.columns is not None:
-        extra = pa.Table.from_pandas(test.columns, preserve_index=False)
+        extra = to_table(test.columns)
         for field, column in zip(extra.schema, extra.columns):
             table = table.append_column(field, column)
     return table
@@ -136,9 +168,19 @@ def _rows_for_keys(data, keys, labels: Any):
     return data.subset(np.array([position[k] for k in wanted], dtype=np.int64))
 
 
+def _write_table(table, path: Path) -> None:
+    """``table`` as Parquet (a .parquet or .pq path) or else CSV."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    if path.suffix.lower() in (".parquet", ".pq"):
+        pq.write_table(table, path)
+    else:
+        pcsv.write_csv(table, path)
+
+
 def _write_scored(path: Path, test, classes: np.ndarray, proba: np.ndarray) -> None:
     """Which rows were scored, their label and the stack's prediction: keys, label, prediction, confidence."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = test.keys if test.keys is not None else pa.table({"row": np.arange(len(test))})

@@ -274,7 +274,7 @@ def embed(spec_path, store_path, source, keys, text, encoder, name, version, lay
 
 def _bf16_would_help(results: list[dict]) -> bool:
     """An fp32 run on the CPU with the automatic backend (so --precision bf16 applies), on a CPU with bf16 units."""
-    from featurestore.encoders._base import native_cpu_precision
+    from featurestore.encoders._run_plan import native_cpu_precision
 
     ran = [r.get("provenance", {}) for r in results if r.get("rows_written")]
     cpu_fp32 = any(p.get("device") == "cpu" and p.get("precision") == "fp32" and p.get("backend") in ("onnx", "torch")
@@ -381,30 +381,35 @@ def stack_train(store_path, sets, labels, keys, label, groups, columns, name, me
 @json_option
 def stack_predict(store_path, model_name, keys_path, output, as_json):
     """Score keys straight from the store with a saved stacker (same feature sets and versions it was trained on)."""
-    import stackers
+    from ._stack_job import predict_stack
 
-    store = _open(store_path)
-    model = stackers.load(_model_dir(store, model_name))
-    keys = None
-    if keys_path:
-        import pyarrow.csv as pcsv
-        import pyarrow.parquet as pq
-        keys = pq.read_table(keys_path) if keys_path.endswith(".parquet") else pcsv.read_csv(keys_path)
-    table = stackers.predict_from_store(model, store, keys)
-    if output:
-        import pyarrow.csv as pcsv
-        import pyarrow.parquet as pq
-        pq.write_table(table, output) if output.endswith(".parquet") else pcsv.write_csv(table, output)
+    table = predict_stack(_open(store_path), model_name, keys_path, output=output)
     if as_json:
         _echo_json(table.to_pylist() if not output else {"rows": table.num_rows, "output": output})
-    else:
-        click.echo(f"{table.num_rows:,} predictions" + (f" written to {output}" if output else ""))
-        if not output:
-            from rich.table import Table
-            out = Table(*table.column_names[:6])
-            for row in table.slice(0, 10).to_pylist():
-                out.add_row(*(_cell(v, 20) if not isinstance(v, float) else f"{v:.3f}" for v in list(row.values())[:6]))
-            _console().print(out)
+        return
+    click.echo(f"{table.num_rows:,} predictions" + (f" written to {output}" if output else ""))
+    if not output:
+        _print_preview(table, "--json or --output FILE")
+
+
+def _print_preview(table, full: str, *, columns: int = 6, rows: int = 10) -> None:
+    """The first ``rows`` rows and ``columns`` columns of ``table``, then one line saying what was left out and how
+    to get all of it (``full``)."""
+    from rich.table import Table
+
+    shown = table.select(table.column_names[:columns]).slice(0, rows)
+    out = Table(*shown.column_names)
+    for row in shown.to_pylist():
+        out.add_row(*(f"{v:.3f}" if isinstance(v, float) else _cell(v, 20) for v in row.values()))
+    _console().print(out)
+    hidden = []
+    if table.num_rows > rows:
+        hidden.append(f"{table.num_rows - rows:,} more rows")
+    if table.num_columns > columns:
+        names = table.column_names[columns:]
+        hidden.append(f"{len(names)} more columns ({names[0]}{f' … {names[-1]}' if len(names) > 1 else ''})")
+    if hidden:
+        click.echo(f"{' and '.join(hidden)} not shown; {full} gives them all.")
 
 
 @stack.command(name="report")
@@ -419,30 +424,14 @@ def stack_report(store_path, model_name, labels, out, as_json):
 
     The held-out keys and labels are saved with the model, so this works from any directory.
     """
-    from ._stack_job import SPLIT, report_stack
+    from ._stack_job import report_stack
 
-    store = _open(store_path)
-    model_dir = _model_dir(store, model_name)
-    if not (model_dir / SPLIT).is_file():
-        raise click.ClickException(f"{model_dir} has no {SPLIT}: it was not trained with `featurestore stack train`.")
-    result = report_stack(store, model_name, labels=labels, out=out)
+    result = report_stack(_open(store_path), model_name, labels=labels, out=out)
     if as_json:
         _echo_json(result["report"] | {"n_test": result["n_test"]})
     else:
         click.echo(result["text"])
         click.echo(f"{result['n_test']:,} held-out rows scored; report written to {Path(result['report']['metrics']).parent}")
-
-
-def _model_dir(store: featurestore.Store, name: str) -> Path:
-    import stackers
-
-    path = store.models_dir / name
-    try:
-        stackers.read_manifest(path)  # also restores a model whose save was killed between its two renames
-    except FileNotFoundError:
-        known = sorted(p.name for p in store.models_dir.iterdir() if (p / "manifest.json").is_file()) if store.models_dir.is_dir() else []
-        raise click.ClickException(f"No model named {name!r} in {store.root}. Known: {known or 'none'}.")
-    return path
 
 
 def main() -> None:

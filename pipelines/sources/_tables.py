@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from featurestore import _format as fmt
 from featurestore.errors import ValidationError
+
+from ._errors import INVALID_JSON, NON_STRING, RESERVED, UNDECODABLE, non_string_message, with_error_columns
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl",
            ".ndjson": "jsonl", ".json": "jsonl"}
-#: A text value starting with this carries the reason a JSONL line could not be read (see ``TableSource.batches``).
-BAD_LINE = "__featurestore_bad_line__:"
-NON_STRING = "__featurestore_non_string__:"
 #: CSV read block sizes, tried in turn when a row does not fit in a block (pyarrow's default is the first).
 CSV_BLOCK_SIZES = (1 << 20, 16 << 20, 256 << 20)
 
@@ -45,6 +46,7 @@ class TableSource:
         self.batch_rows = batch_rows
         self.key_types = dict(key_types or {})
         self._table: pa.Table | None = None
+        self._mixed: dict[str, pa.ChunkedArray] = {}  # see _to_table
         self.paths: list[Path] = []
         self._root: Path | None = None
         if isinstance(source, (str, os.PathLike)):
@@ -64,7 +66,7 @@ class TableSource:
             self._root = path if path.is_dir() else path.parent
             self.description = str(path)
         else:
-            self._table = _to_table(source)
+            self._table, self._mixed = _to_table(source)
             self.format = "table"
             self.description = f"<{type(source).__name__} with {self._table.num_rows} rows>"
         self._arrow_key_types = _arrow_types(self.key_types)
@@ -141,28 +143,21 @@ class TableSource:
 
         From CSV, columns in ``binary`` come as raw bytes (so bad UTF-8 is per row), columns in ``key_types`` as
         those types, and the others as strings, an empty cell being null except in ``text`` and ``binary`` columns.
-        ``text`` names the column embedded: a JSONL line that cannot be read then becomes a row whose ``text`` is
-        ``BAD_LINE`` + the reason (``invalid-json: reviews.jsonl:7: ...``) and whose other columns hold what could
-        be recovered from the line, else null. Without ``text`` such a line raises ValidationError.
+        ``text`` names the column embedded. With it, every batch ends with two more columns, ``ERROR_KIND`` and
+        ``ERROR_MESSAGE`` (see ``_errors``): null, or why the source could not give that row's text. A JSONL line that
+        cannot be read becomes such a row (``invalid-json``, ``reviews.jsonl:7: not valid JSON ...``), its text null
+        and its other columns what could be recovered from the line, else null; so does a value of another type
+        among the texts (``non-string``, ``a int value, not text``). Without ``text`` an unreadable line raises
+        ValidationError, and in any column but ``text`` values of several types do.
         """
         columns = list(columns)
         if self._table is not None:
-            yield from self._table.select(columns).to_batches(max_chunksize=self.batch_rows)
+            yield from self._table_batches(columns, text=text)
         elif self.format == "jsonl":
             yield from self._jsonl_batches(columns, text=text, bad="row" if text is not None else "raise")
-        elif self.format == "csv":
-            types = {c: pa.string() for c in columns}
-            types.update({c: t for c, t in self._arrow_key_types.items() if c in types})
-            types.update({c: pa.binary() for c in binary})
-            empty_is_null = [c for c in columns if c != text and types[c] == pa.string()]
-            for path in self.paths:
-                yield from _csv_file_batches(path, types, empty_is_null, self.batch_rows)
-        else:  # file by file, so an unreadable file is named
-            for path in self.paths:
-                try:
-                    yield from _parquet_file(path).iter_batches(batch_size=self.batch_rows, columns=columns)
-                except pa.ArrowException as exc:
-                    raise ValidationError(f"Cannot read {str(path)!r} as Parquet: {exc}") from None
+        else:
+            for batch in self._file_batches(columns, binary=binary, text=text):
+                yield batch if text is None else with_error_columns(batch)
 
     def read_columns(self, columns: Sequence[str]) -> pa.Table:
         """A few (small) columns of every row, e.g. the keys for the up-front null/duplicate check.
@@ -177,18 +172,46 @@ class TableSource:
             batches = list(self.batches(columns))
         return pa.Table.from_batches(batches) if batches else pa.table({c: pa.array([], pa.string()) for c in columns})
 
+    def _file_batches(self, columns: list[str], *, binary: Sequence[str],
+                      text: str | None) -> Iterator[pa.RecordBatch]:
+        if self.format == "csv":
+            types = {c: pa.string() for c in columns}
+            types.update({c: t for c, t in self._arrow_key_types.items() if c in types})
+            types.update({c: pa.binary() for c in binary})
+            empty_is_null = [c for c in columns if c != text and types[c] == pa.string()]
+            for path in self.paths:
+                yield from _csv_file_batches(path, types, empty_is_null, self.batch_rows)
+        else:  # file by file, so an unreadable file is named
+            for path in self.paths:
+                try:
+                    yield from _parquet_file(path).iter_batches(batch_size=self.batch_rows, columns=columns)
+                except pa.ArrowException as exc:
+                    raise ValidationError(f"Cannot read {str(path)!r} as Parquet: {exc}") from None
+
+    def _table_batches(self, columns: list[str], *, text: str | None) -> Iterator[pa.RecordBatch]:
+        for c in columns:
+            if c in self._mixed and c != text:
+                types = set(self._mixed[c].drop_null().to_pylist())
+                if self._table.column(c).null_count < self._table.num_rows:
+                    types.add("str")
+                raise _mixed_types_error(c, types, self.description)
+        table = self._table.select(columns)
+        if text is not None:
+            names = self._mixed[text].to_pylist() if text in self._mixed else [None] * table.num_rows
+            table = with_error_columns(table, *_non_string_errors(names))
+        yield from table.to_batches(max_chunksize=self.batch_rows)
+
     def _label(self, path: Path) -> str:
         """How error reasons name a file: its path inside the source folder, or its name."""
         return path.relative_to(self._root).as_posix() if self._root is not None else path.name
 
     def _jsonl_batches(self, columns: list[str], *, text: str | None, bad: str) -> Iterator[pa.RecordBatch]:
-        """Rows of JSON objects; values that are not strings are tagged so the runner can report them row by row.
+        """Rows of JSON objects, with the report columns when ``text`` is given (see ``batches``).
 
         ``bad`` says what a line that cannot be read becomes: "row" (an error row, see ``batches``), "recovered"
         (a row only if every column could be recovered, else skipped) or "raise".
         """
-        buf: dict[str, list[Any]] = {c: [] for c in columns}
-        types: dict[str, pa.DataType] = {}
+        buf = _JsonlBuffer(columns, text, self.description)
         for path in self.paths:
             for _, row in _jsonl_rows(path, self._label(path)):
                 if isinstance(row, _BadLine):
@@ -197,16 +220,13 @@ class TableSource:
                     values = {c: row.recover(c) for c in columns if c != text}
                     if bad == "recovered" and any(v is None for v in values.values()):
                         continue
-                    if text is not None:
-                        values[text] = BAD_LINE + row.reason
-                    row = values
-                for c in columns:
-                    buf[c].append(row.get(c))
-                if len(buf[columns[0]]) >= self.batch_rows:
-                    yield _jsonl_batch(buf, columns, types)
-                    buf = {c: [] for c in columns}
-        if buf[columns[0]]:
-            yield _jsonl_batch(buf, columns, types)
+                    buf.add(values, row.kind, row.message)
+                else:
+                    buf.add(row)
+                if buf.rows >= self.batch_rows:
+                    yield buf.flush()
+        if buf.rows:
+            yield buf.flush()
 
 
 def _parquet_file(path: Path):
@@ -237,39 +257,51 @@ def _arrow_types(key_types: Mapping[str, Any]) -> dict[str, pa.DataType]:
     return out
 
 
-def _to_table(data: Any) -> pa.Table:
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
-    if type(data).__module__.startswith("pandas"):
-        # Mixed-type object columns (a number among texts) must not fail the whole job: keep them as Python objects.
-        columns = {}
-        for name in data.columns:
-            values = data[name]
-            try:
-                columns[str(name)] = pa.array(values, from_pandas=True)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                columns[str(name)] = _mark_non_strings(values.tolist())
-        return pa.table(columns)
-    if hasattr(data, "to_arrow"):
-        return data.to_arrow()
-    if isinstance(data, dict):
-        return pa.table(data)
-    if hasattr(data, "__arrow_c_stream__"):
-        return pa.table(data)
-    raise ValidationError(f"Cannot read a source of type {type(data).__name__}: pass a path, an Arrow table or a DataFrame.")
+def _to_table(data: Any) -> tuple[pa.Table, dict[str, pa.ChunkedArray]]:
+    """An in-memory source as Arrow, and for each DataFrame column that mixes texts with other values, the type name
+    of each value that is not text (null for texts and nulls); such a column keeps its texts, the rest null."""
+    is_pandas = type(data).__module__.startswith("pandas")
+    try:
+        table = fmt.to_table(data, mixed=_split_non_strings)
+    except pa.ArrowException:
+        raise
+    except TypeError:  # not a table at all
+        raise ValidationError(f"Cannot read a source of type {type(data).__name__}: pass a path, an Arrow table or "
+                              "a DataFrame.") from None
+    if is_pandas:  # pandas' own schema metadata (index, dtypes) describes the frame, not the rows a job writes
+        table = table.replace_schema_metadata(None)
+    mixed = {}
+    for i, f in enumerate(table.schema):
+        if f.type == _MIXED:
+            column = table.column(i)
+            mixed[f.name] = pc.struct_field(column, _NON_TEXT)
+            table = table.set_column(i, f.name, pc.struct_field(column, _TEXT))
+    return table, mixed
 
 
-def _mark_non_strings(values: list[Any]) -> pa.Array:
-    """Strings stay; other values become a tagged string the runner reports as a non-string error row."""
-    out = []
-    for v in values:
-        if v is None or isinstance(v, str):
-            out.append(v)
-        else:
-            out.append(f"{NON_STRING}{type(v).__name__}")
-    return pa.array(out, pa.string())
+# A mixed column on its way out of ``fmt.to_table``: the texts, and beside them the type name of each other value.
+_TEXT, _NON_TEXT = RESERVED + "text", RESERVED + "non_text_type"
+_MIXED = pa.struct([(_TEXT, pa.string()), (_NON_TEXT, pa.string())])
+
+
+def _split_non_strings(values: list[Any]) -> pa.StructArray:
+    """Strings and nulls stay; any other value becomes a null text, its type name kept beside it."""
+    names = [None if v is None or isinstance(v, str) else type(v).__name__ for v in values]
+    texts = [v if n is None else None for v, n in zip(values, names)]
+    return pa.StructArray.from_arrays([pa.array(texts, pa.string()), pa.array(names, pa.string())],
+                                      fields=list(_MIXED))
+
+
+def _non_string_errors(names: Sequence[str | None]) -> tuple[list[str | None], list[str | None]]:
+    """The report columns (kinds, messages) for a text column's values that are not text."""
+    return ([None if n is None else NON_STRING for n in names],
+            [None if n is None else non_string_message(n) for n in names])
+
+
+def _mixed_types_error(column: str, types: set[str], where: str) -> ValidationError:
+    return ValidationError(f"Column {column!r} of {where} holds values of several types "
+                           f"({', '.join(sorted(types))}); only the text column may (its values that are not text "
+                           f"become error rows). Give every {column!r} value the same type.")
 
 
 # -- CSV ----------------------------------------------------------------------------------------------------------
@@ -368,7 +400,7 @@ def _parse_line(raw: bytes, where: str, *, first: bool) -> Any:
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return _BadLine("undecodable", where, f"not valid UTF-8 ({exc.reason} at byte {exc.start})",
+        return _BadLine(UNDECODABLE, where, f"not valid UTF-8 ({exc.reason} at byte {exc.start})",
                         raw.decode("utf-8", "replace"))
     if first:
         line = line.removeprefix("\ufeff")
@@ -376,9 +408,9 @@ def _parse_line(raw: bytes, where: str, *, first: bool) -> Any:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
         message = exc.msg[:-3] if exc.msg.endswith(" at") else exc.msg  # "Invalid control character at"
-        return _BadLine("invalid-json", where, f"not valid JSON ({message} at column {exc.colno})", line)
+        return _BadLine(INVALID_JSON, where, f"not valid JSON ({message} at column {exc.colno})", line)
     if not isinstance(row, dict):
-        return _BadLine("invalid-json", where, f"a JSON {type(row).__name__}, not an object", line)
+        return _BadLine(INVALID_JSON, where, f"a JSON {type(row).__name__}, not an object", line)
     return row
 
 
@@ -393,8 +425,9 @@ class _BadLine:
         self.kind, self.where, self.detail, self.text = kind, where, detail, text
 
     @property
-    def reason(self) -> str:
-        return f"{self.kind}: {self.where}: {self.detail}"
+    def message(self) -> str:
+        """What the error row says besides its kind: ``reviews.jsonl:7: not valid JSON (...)``."""
+        return f"{self.where}: {self.detail}"
 
     def recover(self, column: str) -> Any:
         """The line's value of ``column`` if it can be read for certain despite the damage, else None."""
@@ -418,18 +451,51 @@ class _BadLine:
         return value
 
 
-def _jsonl_batch(buf: dict[str, list[Any]], columns: list[str], types: dict[str, pa.DataType]) -> pa.RecordBatch:
-    """One batch; a column that is all null here takes the type it had in earlier batches, so batches concatenate."""
-    arrays = []
-    for c in columns:
-        try:
-            array = pa.array(buf[c])
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            array = _mark_non_strings(buf[c])
-        if pa.types.is_null(array.type):
-            if c in types:
-                array = array.cast(types[c])
-        else:
-            types.setdefault(c, array.type)
-        arrays.append(array)
-    return pa.RecordBatch.from_arrays(arrays, names=columns)
+class _JsonlBuffer:
+    """JSONL rows gathered into batches, with what was wrong with each row when ``text`` is given."""
+
+    def __init__(self, columns: list[str], text: str | None, where: str) -> None:
+        self.columns, self.text, self.where = columns, text, where
+        self.types: dict[str, pa.DataType] = {}  # each column's type in the first batch where it was not all null
+        self._reset()
+
+    def _reset(self) -> None:
+        self.values: dict[str, list[Any]] = {c: [] for c in self.columns}
+        self.kinds: list[str | None] = []
+        self.messages: list[str | None] = []
+        self.rows = 0
+
+    def add(self, row: dict[str, Any], kind: str | None = None, message: str | None = None) -> None:
+        for c in self.columns:
+            self.values[c].append(row.get(c))
+        self.kinds.append(kind)
+        self.messages.append(message)
+        self.rows += 1
+
+    def flush(self) -> pa.RecordBatch:
+        """The rows so far as one batch; a column that is all null here takes the type it had in earlier batches, so
+        batches concatenate."""
+        arrays = []
+        for c in self.columns:
+            try:
+                array = pa.array(self.values[c])
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                if c != self.text:
+                    types = {type(v).__name__ for v in self.values[c] if v is not None}
+                    raise _mixed_types_error(c, types, self.where) from None
+                mixed = _split_non_strings(self.values[c])
+                array = mixed.field(_TEXT)
+                for i, (kind, message) in enumerate(zip(*_non_string_errors(mixed.field(_NON_TEXT).to_pylist()))):
+                    if kind is not None:
+                        self.kinds[i], self.messages[i] = kind, message
+            if pa.types.is_null(array.type):
+                if c in self.types:
+                    array = array.cast(self.types[c])
+            else:
+                self.types.setdefault(c, array.type)
+            arrays.append(array)
+        batch = pa.RecordBatch.from_arrays(arrays, names=self.columns)
+        if self.text is not None:
+            batch = with_error_columns(batch, self.kinds, self.messages)
+        self._reset()
+        return batch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -93,9 +94,11 @@ def test_bad_rows_go_to_the_errors_table(store, tmp_path):
     result = pipelines.embed(store, path, key="id", text="review", encoder="hash:16", name="r")
     assert (result.rows_written, result.rows_failed) == (2, 3)
     assert result.errors_by_reason == {"null": 1, "empty": 1, "non-string": 1}
-    errors = store.sql('select id, reason from "r@errors" order by id').fetchall()
-    assert [e[0] for e in errors] == [2, 3, 4]
-    assert "non-string" in errors[2][1]
+    errors = store.sql('select id, kind, message, reason from "r@errors" order by id').fetchall()
+    assert [e[:3] for e in errors] == [(2, "null", "the text is null"),
+                                       (3, "empty", "the text is empty or only whitespace"),
+                                       (4, "non-string", "a int value, not text")]
+    assert [e[3] for e in errors] == [f"{kind}: {message}" for _, kind, message, _ in errors]
     assert store.get("r").errors().num_rows == 3
 
 
@@ -104,8 +107,56 @@ def test_undecodable_csv_text_is_an_error_row(store, tmp_path):
     path.write_bytes(b"id,review\n1,good text\n2,caf\xe9 latin-1\n3,more text\n")
     result = pipelines.embed(store, path, key="id", text="review", encoder="hash:16", name="r")
     assert (result.rows_written, result.rows_failed) == (2, 1)
-    [(key, reason)] = store.sql('select id, reason from "r@errors"').fetchall()
-    assert key == "2" and reason.startswith("undecodable")
+    [(key, kind, message)] = store.sql('select id, kind, message from "r@errors"').fetchall()
+    assert (key, kind, message) == ("2", "undecodable", "not valid UTF-8 (invalid continuation byte at byte 3)")
+
+
+def test_a_non_text_column_counts_by_kind(store, tmp_path):
+    path = tmp_path / "nums.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "review": [3, 4]}), path)
+    result = pipelines.embed(store, path, key="id", text="review", encoder="hash:16", name="r")
+    assert (result.rows_written, result.errors_by_reason) == (0, {"non-string": 2})
+    errors = store.sql('select kind, message from "r@errors"').fetchall()
+    assert errors == [("non-string", "a int64 value, not text")] * 2
+
+
+# Texts that spell what sources once used as in-band markers: they are texts like any other.
+LOOKALIKES = ["__featurestore_non_string__:int", "__featurestore_bad_line__:invalid-json: r.jsonl:1: nope",
+              "__featurestore_error_kind"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "pandas", "parquet"])
+def test_no_text_is_mistaken_for_a_source_report(store, tmp_path, fmt):
+    texts = [*LOOKALIKES, 17]  # the number makes the column mixed: pandas and JSONL take their non-text path
+    if fmt == "jsonl":
+        source = tmp_path / "r.jsonl"
+        source.write_text("".join(json.dumps({"id": i, "review": t}) + "\n" for i, t in enumerate(texts)))
+    elif fmt == "pandas":
+        source = pd.DataFrame({"id": range(len(texts)), "review": texts})
+    else:
+        source = tmp_path / "r.parquet"
+        pq.write_table(pa.table({"id": range(len(LOOKALIKES)), "review": LOOKALIKES}), source)
+    result = pipelines.embed(store, source, key="id", text="review", encoder="hash:16", name="r")
+    assert result.rows_written == len(LOOKALIKES)
+    got = store.sql("select embedding from r order by id").numpy()["embedding"]
+    np.testing.assert_allclose(got, get_encoder("hash:16").encode(LOOKALIKES), rtol=1e-6)
+    if fmt != "parquet":
+        assert result.errors_by_reason == {"non-string": 1}
+        errors = store.sql('select id, kind, message from "r@errors"').fetchall()
+        assert errors == [(3, "non-string", "a int value, not text")]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "pandas"])
+def test_keys_of_several_types_are_refused_before_anything_is_written(store, tmp_path, fmt):
+    rows = [{"id": 1, "review": "a"}, {"id": "2", "review": "b"}]
+    if fmt == "jsonl":
+        source = tmp_path / "r.jsonl"
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        source = pd.DataFrame(rows)
+    with pytest.raises(ValidationError, match=r"Column 'id' of .* holds values of several types \(int, str\)"):
+        pipelines.embed(store, source, key="id", text="review", encoder="hash:16", name="r")
+    assert "r" not in store
 
 
 @pytest.mark.parametrize("ids, match", [
@@ -125,6 +176,20 @@ def test_missing_columns_and_unknown_options(store):
         pipelines.embed(store, df, key="id", encoder="hash:16", name="r")
     with pytest.raises(ValueError, match="Unknown option\\(s\\) \\['bach_size'\\]"):
         pipelines.embed(store, df, key="id", text="review", encoder="hash:16", name="r", bach_size=3)
+
+
+@pytest.mark.parametrize("options", [{"batch_size": 8}, {"device": "cpu", "normalize": False}])
+def test_encoder_options_beside_an_encoder_object_are_refused(store, options):
+    with pytest.raises(ValueError, match=rf"option\(s\) {re.escape(str(sorted(options)))} given with a HashEncoder "
+                                         r"object: options apply only when the encoder is given by name; configure "
+                                         r"the Encoder object instead"):
+        pipelines.embed(store, _reviews(3), key="id", text="review", encoder=get_encoder("hash:16"), name="r",
+                        **options)
+    assert "r" not in store
+    unset = {k: None for k in options}  # options left unset (None, as the CLI passes them) are no options
+    result = pipelines.embed(store, _reviews(3), key="id", text="review", encoder=get_encoder("hash:16"), name="r",
+                             **unset)
+    assert result.rows_written == 3
 
 
 KILLABLE = """
@@ -204,6 +269,14 @@ def test_reserved_column_names_are_refused_before_anything_is_written(store, tmp
     pq.write_table(pa.table({"__featurestore_hash_0": [1, 2], "text": ["a", "b"]}), src)
     with pytest.raises(ValidationError, match=r"\['__featurestore_hash_0'\] start with '__featurestore_'"):
         pipelines.embed(store, src, key="__featurestore_hash_0", text="text", encoder="hash:8", name="r")
+    assert store.names() == []
+
+
+@pytest.mark.parametrize("key", ["kind", "message", "reason"])
+def test_keys_named_like_the_error_rows_columns_are_refused_before_anything_is_written(store, key):
+    df = pd.DataFrame({key: [1, 2], "review": ["fine", None]})
+    with pytest.raises(ValidationError, match=rf"Key column\(s\) \['{key}'\] clash with the columns of the error rows"):
+        pipelines.embed(store, df, key=key, text="review", encoder="hash:8", name="r")
     assert store.names() == []
 
 

@@ -7,14 +7,16 @@ import importlib
 import sys
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import pipelines
 from featurestore import ValidationError
 from featurestore.encoders import get_encoder
-from pipelines.sources import TableSource
-from pipelines.sources import _tables
+from pipelines.sources import TableSource, _tables
+from pipelines.sources._errors import ERROR_KIND, ERROR_MESSAGE
 
 
 def _write_csv(path, ids, texts, sep=","):
@@ -156,12 +158,12 @@ def test_bad_jsonl_lines_become_error_rows_and_the_job_goes_on(store, tmp_path):
     assert (result.rows_written, result.rows_failed) == (2, 4)
     assert result.errors_by_reason == {"undecodable": 2, "invalid-json": 2}
     assert sorted(store.get("x").keys().column("id").to_pylist()) == [1, 7]
-    errors = store.sql('select id, reason from "x@errors" order by reason').fetchall()
+    errors = store.sql('select id, kind, message from "x@errors" order by kind, message').fetchall()
     assert errors == [
-        (3, "invalid-json: b.jsonl:3: not valid JSON (Invalid control character at column 29)"),
-        (None, "invalid-json: b.jsonl:5: a JSON list, not an object"),
-        (2, "undecodable: b.jsonl:2: not valid UTF-8 (invalid continuation byte at byte 22)"),
-        (None, "undecodable: b.jsonl:4: not valid UTF-8 (invalid start byte at byte 8)"),
+        (3, "invalid-json", "b.jsonl:3: not valid JSON (Invalid control character at column 29)"),
+        (None, "invalid-json", "b.jsonl:5: a JSON list, not an object"),
+        (2, "undecodable", "b.jsonl:2: not valid UTF-8 (invalid continuation byte at byte 22)"),
+        (None, "undecodable", "b.jsonl:4: not valid UTF-8 (invalid start byte at byte 8)"),
     ]
 
 
@@ -171,8 +173,8 @@ def test_bad_lines_in_a_folder_name_their_file(store, tmp_path):
     (folder / "a.jsonl").write_text('{"id": 10, "text": "fine"}\n')
     (folder / "sub" / "b.jsonl").write_bytes(b'{"id": 11, "text": "fine"}\n{"id": 12, "text": \n')
     pipelines.embed(store, folder, key="id", text="text", encoder="hash:16", name="x", progress=False)
-    [(key, reason)] = store.sql('select id, reason from "x@errors"').fetchall()
-    assert key == 12 and reason.startswith("invalid-json: sub/b.jsonl:2: not valid JSON")
+    [(key, kind, message)] = store.sql('select id, kind, message from "x@errors"').fetchall()
+    assert (key, kind) == (12, "invalid-json") and message.startswith("sub/b.jsonl:2: not valid JSON")
 
 
 def test_a_batch_of_only_bad_lines_keeps_the_key_type(store, tmp_path):
@@ -190,8 +192,46 @@ def test_jsonl_bad_lines_outside_a_job(tmp_path):
     assert src.read_columns(["id"]).column("id").to_pylist() == [1, 2, 3, 7]  # recovered keys only
     with pytest.raises(ValidationError, match=r"Cannot read b\.jsonl:2: not valid UTF-8.*Fix or drop that line"):
         list(src.batches(["id", "text"]))
-    texts = [r["text"] for b in src.batches(["id", "text"], text="text") for r in b.to_pylist()]
-    assert texts[0] == "good one" and texts[1].startswith(_tables.BAD_LINE + "undecodable: b.jsonl:2:")
+    rows = [r for b in src.batches(["id", "text"], text="text") for r in b.to_pylist()]
+    assert [list(r) for r in rows] == [["id", "text", ERROR_KIND, ERROR_MESSAGE]] * 6
+    assert rows[0] == {"id": 1, "text": "good one", ERROR_KIND: None, ERROR_MESSAGE: None}
+    assert rows[1] == {"id": 2, "text": None, ERROR_KIND: "undecodable",
+                       ERROR_MESSAGE: "b.jsonl:2: not valid UTF-8 (invalid continuation byte at byte 22)"}
+    assert [r[ERROR_KIND] for r in rows] == [None, "undecodable", "invalid-json", "undecodable", "invalid-json", None]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "table"])
+def test_the_report_columns_come_with_every_source_and_only_when_asked(tmp_path, fmt):
+    if fmt == "csv":
+        source = _write_csv(tmp_path / "r.csv", ["1", "2"], ["a", "b"])
+    elif fmt == "parquet":
+        source = tmp_path / "r.parquet"
+        pq.write_table(pa.table({"id": [1, 2], "text": ["a", "b"]}), source)
+    else:
+        source = pa.table({"id": [1, 2], "text": ["a", "b"]})
+    [batch] = list(TableSource(source).batches(["id", "text"], text="text"))
+    assert batch.schema.names == ["id", "text", ERROR_KIND, ERROR_MESSAGE] and batch.column(ERROR_KIND).null_count == 2
+    [batch] = list(TableSource(source).batches(["id", "text"]))
+    assert batch.schema.names == ["id", "text"]
+
+
+def test_a_dataframe_with_numbers_among_texts_reports_them_beside_the_rows():
+    df = pd.DataFrame({"id": [1, 2, 3], "text": ["a", 4.5, None]})
+    [batch] = list(TableSource(df).batches(["id", "text"], text="text"))
+    assert batch.to_pylist() == [
+        {"id": 1, "text": "a", ERROR_KIND: None, ERROR_MESSAGE: None},
+        {"id": 2, "text": None, ERROR_KIND: "non-string", ERROR_MESSAGE: "a float value, not text"},
+        {"id": 3, "text": None, ERROR_KIND: None, ERROR_MESSAGE: None},
+    ]
+    with pytest.raises(ValidationError, match=r"Column 'text' of <DataFrame with 3 rows> holds values of several "
+                                              r"types \(float, str\)"):
+        list(TableSource(df).batches(["id", "text"]))
+
+
+def test_a_source_of_an_unknown_type_says_what_it_takes():
+    with pytest.raises(ValidationError, match="Cannot read a source of type int: pass a path, an Arrow table or a "
+                                              "DataFrame"):
+        TableSource(42)
 
 
 # -- 4. job specs without tomllib (Python 3.10) -----------------------------------------------------------------------

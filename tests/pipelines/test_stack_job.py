@@ -6,12 +6,14 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from sklearn.datasets import load_digits
 
 import featurestore
+import stackers
 from pipelines.cli import cli
 
 
@@ -63,13 +65,29 @@ def test_stack_train_predict_report(digits_store, tmp_path):
     truth = pq.read_table(labels).column("label").to_pylist()[:25]
     assert np.mean([r["prediction"] == t for r, t in zip(rows, truth)]) > 0.8
 
+    # Without --json: a preview, and one line that says what it left out (12 columns, 25 rows).
+    shown = runner.invoke(cli, ["stack", "predict", "-s", root, "-m", "digits", "--keys", str(keys)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith("25 predictions\n") and "proba_digit3" in shown.stdout
+    assert shown.stdout.rstrip().endswith("15 more rows and 6 more columns (proba_digit4 … proba_digit9) not shown; "
+                                          "--json or --output FILE gives them all.")
+    written = runner.invoke(cli, ["stack", "predict", "-s", root, "-m", "digits", "--keys", str(keys),
+                                  "-o", str(tmp_path / "pred.csv"), "--json"])
+    assert json.loads(written.stdout) == {"rows": 25, "output": str(tmp_path / "pred.csv")}
+    assert pa_csv.read_csv(tmp_path / "pred.csv").column("prediction").to_pylist() == [r["prediction"] for r in rows]
+
     again = runner.invoke(cli, ["stack", "report", "-s", root, "-m", "digits", "--json"])
     assert again.exit_code == 0, again.output
     metrics = json.loads((report_dir / "metrics.json").read_text())
     assert "stack" in json.dumps(metrics)
 
-    missing = runner.invoke(cli, ["stack", "predict", "-s", root, "-m", "nope"])
-    assert missing.exit_code == 1 and "No model named 'nope'" in missing.output
+    for command in ("predict", "report"):  # one line on stderr, exit 1
+        missing = runner.invoke(cli, ["stack", command, "-s", root, "-m", "nope"])
+        assert missing.exit_code == 1 and missing.output == f"Error: No model named 'nope' in {root}. Known: ['digits'].\n"
+    stackers.load(store.models_dir / "digits").save(store.models_dir / "bare")  # a model `stack train` did not make
+    bare = runner.invoke(cli, ["stack", "report", "-s", root, "-m", "bare"])
+    assert bare.exit_code == 1 and bare.output == (f"Error: {store.models_dir / 'bare'} has no split.json: it was not "
+                                                   "trained with `featurestore stack train`.\n")
 
 
 @pytest.mark.slow
