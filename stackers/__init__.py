@@ -9,14 +9,22 @@
 LightGBM and matplotlib are imported only when a LightGBM meta learner or a report needs them.
 """
 
-from ._compare import Comparison, compare
-from ._join import MissingKeysError, MissingKeysWarning, TrainingSet, join
-from ._persist import load, read_manifest
-from ._probes import CentroidSimilarity, LogisticProbe
-from ._report import ReportPaths, report
-from ._stacking import StackingClassifier
-from ._store_io import StaleFeatureSetWarning, predict_from_store, write_oof
-from featurestore._validation import InvalidParameterError
+from featurestore._optional import import_optional
+
+# Every module below needs scikit-learn and pandas (the "stack" extra): say which extra to install, once, here,
+# instead of a bare ModuleNotFoundError from whichever module happens to import first.
+for _module in ("sklearn", "pandas"):
+    import_optional(_module, extra="stack", what="stackers")
+del _module, import_optional
+
+from ._compare import Comparison, compare  # noqa: E402
+from ._join import MissingKeysError, MissingKeysWarning, TrainingSet, join  # noqa: E402
+from ._persist import load, read_manifest  # noqa: E402
+from ._probes import CentroidSimilarity, LogisticProbe  # noqa: E402
+from ._report import ReportPaths, report  # noqa: E402
+from ._stacking import StackingClassifier  # noqa: E402
+from ._store_io import StaleFeatureSetWarning, predict_from_store, write_oof  # noqa: E402
+from featurestore._validation import InvalidParameterError  # noqa: E402
 
 __all__ = [
     "CentroidSimilarity",

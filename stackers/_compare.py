@@ -16,15 +16,25 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
+from featurestore._validation import validate_params
+
+from featurestore._validation import InstanceOf
 from ._join import TrainingSet
-from ._metrics import HIGHER_IS_BETTER, METRICS, bootstrap_indices, bootstrap_scores, score
-from ._probes import LogisticProbe
+from ._metrics import BOOTSTRAP_CONSTRAINTS, HIGHER_IS_BETTER, METRICS, bootstrap_indices, bootstrap_scores, score
+from ._probes import LogisticProbe, expand_to_classes
 from ._stacking import StackingClassifier
 
 __all__ = ["Comparison", "compare"]
 
 PRIMARY = "macro_f1"
 CONFIDENCE = 0.95
+_LABELLED_SET = InstanceOf(TrainingSet, "a TrainingSet (from stackers.join)")
+_CONSTRAINTS = {
+    "train": [_LABELLED_SET],
+    "test": [_LABELLED_SET],
+    "model": [InstanceOf(StackingClassifier), None],
+    **BOOTSTRAP_CONSTRAINTS,
+}
 
 
 def _clean(x: float) -> float | None:
@@ -75,6 +85,8 @@ class Comparison:
                    random_state: int | None = 0) -> "Comparison":
         """The stack and its own per-block probes (refit on all training rows) on ``test``; no concat baseline,
         which would need the training rows."""
+        validate_params({"test": test, "n_boot": n_boot, "random_state": random_state}, _CONSTRAINTS,
+                        "Comparison.from_model")
         check_is_fitted(model)
         _require_labels(test, "test")
         probas, kinds = {}, {}
@@ -180,15 +192,10 @@ def _encode(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _full_proba(est, X: np.ndarray, n_classes: int) -> np.ndarray:
-    raw = est.predict_proba(X)
-    out = np.zeros((X.shape[0], n_classes))
-    out[:, np.asarray(est.classes_).astype(np.int64)] = raw
-    return out
+    return expand_to_classes(est.predict_proba(X), est.classes_, n_classes)
 
 
 def _require_labels(ts: TrainingSet, what: str) -> None:
-    if not isinstance(ts, TrainingSet):
-        raise TypeError(f"{what} must be a TrainingSet (from stackers.join). Got {type(ts).__name__} instead.")
     if ts.y is None:
         raise ValueError(f"The {what} TrainingSet has no labels; join it with a label column.")
 
@@ -201,6 +208,8 @@ def compare(train: TrainingSet, test: TrainingSet, model: StackingClassifier | N
     ``train``, a fitted one is used as is. Probes use the stack's ``C``. Metrics: accuracy, macro-F1, log loss,
     ROC-AUC (macro one-vs-rest), each with a paired bootstrap 95% interval over ``n_boot`` resamples.
     """
+    validate_params({"train": train, "test": test, "model": model, "n_boot": n_boot, "random_state": random_state},
+                    _CONSTRAINTS, "compare")
     _require_labels(train, "train")
     _require_labels(test, "test")
     if list(train.blocks) != list(test.blocks):

@@ -9,23 +9,32 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from numbers import Integral
+from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from featurestore._catalog import quote_ident
-
+from featurestore._format import to_table
 from featurestore._validation import Interval, StrOptions, validate_params
 
-__all__ = ["TrainingSet", "MissingKeysWarning", "MissingKeysError", "join"]
+from featurestore._validation import DistinctNames
+
+__all__ = ["TrainingSet", "MissingKeysWarning", "MissingKeysError", "join", "read_labels"]
 
 _ROW = "__stackers_row"
 _N_EXAMPLES = 5
+_JOIN_CONSTRAINTS = {"names": [DistinctNames("feature set names")], "how": [StrOptions({"inner", "error"})]}
+_SPLIT_CONSTRAINTS = {
+    "test_size": [Interval(Real, 0, 1, closed="neither")],
+    "stratify": ["boolean"],
+    "random_state": ["random_state"],
+}
 
 
 class MissingKeysWarning(UserWarning):
@@ -75,7 +84,10 @@ class TrainingSet:
         if self.columns is not None:
             self.columns = self.columns.reset_index(drop=True)
         if self.keys is not None and not isinstance(self.keys, pa.Table):
-            self.keys = pa.Table.from_pandas(pd.DataFrame(self.keys), preserve_index=False)
+            try:
+                self.keys = to_table(self.keys)
+            except TypeError:  # records or a plain array: pandas makes a table of them
+                self.keys = to_table(pd.DataFrame(self.keys))
         for what, value in (("y", self.y), ("groups", self.groups), ("columns", self.columns), ("keys", self.keys)):
             if value is not None and len(value) != n:
                 raise ValueError(f"TrainingSet.{what} has {len(value)} rows but the blocks have {n}.")
@@ -144,8 +156,8 @@ class TrainingSet:
         """
         from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 
-        if not 0.0 < float(test_size) < 1.0:
-            raise ValueError(f"test_size must be a float in (0, 1). Got {test_size!r} instead.")
+        validate_params({"test_size": test_size, "stratify": stratify, "random_state": random_state},
+                        _SPLIT_CONSTRAINTS, "TrainingSet.split")
         rows = np.arange(self.n_rows)
         strat = stratify and self.y is not None
         if self.groups is not None:
@@ -176,15 +188,13 @@ class TrainingSet:
 
 
 # -- join ----------------------------------------------------------------------------------------------------
-def _read_labels(labels: Any) -> pa.Table:
-    if isinstance(labels, pa.Table):
-        return labels
-    if isinstance(labels, pd.DataFrame):
-        return pa.Table.from_pandas(labels, preserve_index=False)
+def read_labels(labels: Any, *, what: str = "labels") -> pa.Table:
+    """A labels (or keys) table from a .parquet/.csv/.tsv path or anything ``featurestore`` writes from (a pyarrow
+    Table, a pandas or polars DataFrame, an Arrow stream, a dict of columns); ``what`` names it in errors."""
     if isinstance(labels, (str, os.PathLike)):
         path = Path(labels)
         if not path.exists():
-            raise FileNotFoundError(f"Labels file {str(path)!r} does not exist.")
+            raise FileNotFoundError(f"{what.capitalize()} file {str(path)!r} does not exist.")
         suffix = path.suffix.lower()
         if suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq
@@ -195,11 +205,14 @@ def _read_labels(labels: Any) -> pa.Table:
 
             opts = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
             return pacsv.read_csv(path, parse_options=opts)
-        raise ValueError(f"Cannot read labels from {str(path)!r}: expected a .parquet or .csv file.")
-    raise TypeError(
-        f"labels must be a pyarrow Table, a pandas DataFrame or a path to a .parquet/.csv file. "
-        f"Got {type(labels).__name__} instead."
-    )
+        raise ValueError(f"Cannot read {what} from {str(path)!r}: expected a .parquet or .csv file.")
+    try:
+        return to_table(labels)
+    except TypeError:
+        raise TypeError(
+            f"{what} must be a pyarrow Table, a pandas or polars DataFrame, a dict of columns or a path to a "
+            f".parquet/.csv file. Got {type(labels).__name__} instead."
+        ) from None
 
 
 def _key_examples(keys: pa.Table, limit: int = _N_EXAMPLES) -> list:
@@ -263,22 +276,16 @@ def join(
 ) -> TrainingSet:
     """Join feature sets ``names`` from ``store`` with ``labels`` by ``key`` into an aligned TrainingSet.
 
-    ``labels`` is a pyarrow Table, a pandas DataFrame or a .parquet/.csv path with the key column(s), optionally the
-    ``label`` column (absent at prediction time: ``y`` is then None), a ``groups`` column and extra ``columns`` to
-    carry through. ``labels=None`` takes every key of the first feature set. Rows keep the labels' order.
+    ``labels`` is a table (pyarrow, pandas, polars, a dict of columns) or a .parquet/.csv path with the key column(s),
+    optionally the ``label`` column (absent at prediction time: ``y`` is then None), a ``groups`` column and extra
+    ``columns`` to carry through. ``labels=None`` takes every key of the first feature set. Rows keep the labels' order.
     Keys missing from a set are reported in ``.missing`` and a ``MissingKeysWarning``; ``how="inner"`` drops them,
     ``how="error"`` raises. ``versions`` pins feature set versions (latest otherwise).
     """
     import duckdb
 
-    validate_params({"how": how}, {"how": [StrOptions({"inner", "error"})]}, "join")
-    if isinstance(names, str):
-        names = [names]
-    names = list(names)
-    if not names:
-        raise ValueError("join needs at least one feature set name.")
-    if len(set(names)) != len(names):
-        raise ValueError(f"Feature set names must be distinct. Got {names!r}.")
+    names = [names] if isinstance(names, str) else list(names) if isinstance(names, Iterable) else names
+    validate_params({"names": names, "how": how}, _JOIN_CONSTRAINTS, "join")
     versions = dict(versions or {})
     for name, v in versions.items():
         if name not in names:
@@ -295,7 +302,7 @@ def join(
         table = sets[names[0]].keys()
         label = None if label not in table.column_names else label
     else:
-        table = _read_labels(labels)
+        table = read_labels(labels)
     absent = [k for k in key_list if k not in table.column_names]
     if absent:
         raise ValueError(f"Labels have no key column {absent[0]!r}. Columns: {table.column_names}.")

@@ -12,129 +12,55 @@ Both keep their fitted state as arrays, JSON and (for LightGBM) a model text fil
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from ._probes import LogisticProbe
+from featurestore._optional import import_optional
 
-__all__ = ["ColumnEncoder", "LogisticMeta", "LightGBMMeta", "make_meta", "META_KINDS"]
+from ._columns import ColumnEncoder
+from ._probes import LogisticProbe, expand_to_classes
+
+__all__ = ["LogisticMeta", "LightGBMMeta", "make_meta", "META_KINDS"]
 
 META_KINDS = ("logistic", "lightgbm")
 _PROBA_FLOOR = 1e-7  # log(0) guard for probabilities that went in as logs
 
 
-@dataclass
-class _Column:
-    name: str
-    kind: str  # "numeric" | "categorical"
-    fill: float = 0.0  # numeric: training mean, used where a value is missing (logistic only)
-    categories: tuple[str, ...] = ()  # categorical: known values, as strings, sorted
+class _MetaLearner:
+    """What both meta learners share: the design matrix is [base scores as this learner takes them, the encoded
+    table columns], the columns' encoder is fitted with the learner and restored from the same JSON state."""
 
+    kind = ""
 
-class ColumnEncoder:
-    """Encodes the TrainingSet's extra columns: numbers stay numbers, everything else is a category.
+    def _scores(self, F: np.ndarray) -> np.ndarray:
+        return F
 
-    Pandas ``category`` dtype forces a column to be categorical (e.g. integer department ids). Categories are
-    compared as strings so they survive a round trip through JSON; unseen categories encode as missing.
-    """
+    def _table(self, df: pd.DataFrame | None) -> list[np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
 
-    def __init__(self, columns: list[_Column] | None = None):
-        self.columns = list(columns or [])
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
 
-    def fit(self, df: pd.DataFrame | None) -> "ColumnEncoder":
-        self.columns = []
-        if df is None:
-            return self
-        for name in df.columns:
-            s = df[name]
-            if (is_numeric_dtype(s) or is_bool_dtype(s)) and not isinstance(s.dtype, pd.CategoricalDtype):
-                values = s.astype(np.float64)
-                mean = float(np.nanmean(values)) if values.notna().any() else 0.0
-                self.columns.append(_Column(str(name), "numeric", fill=mean))
-            else:
-                cats = tuple(sorted(set(_as_str(s).dropna().tolist())))
-                self.columns.append(_Column(str(name), "categorical", categories=cats))
+    def _design(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
+        F = self._scores(F)
+        if not self.encoder_.columns:
+            return F
+        return np.hstack([F, *self._table(df)])
+
+    def fit(self, F: np.ndarray, df: pd.DataFrame | None, y: np.ndarray, n_classes: int) -> "_MetaLearner":
+        self.encoder_ = ColumnEncoder().fit(df)
+        self.n_classes_ = n_classes
+        self._fit(self._design(F, df), y)
         return self
 
-    @property
-    def numeric_names(self) -> list[str]:
-        return [c.name for c in self.columns if c.kind == "numeric"]
-
-    @property
-    def categorical(self) -> list[_Column]:
-        return [c for c in self.columns if c.kind == "categorical"]
-
-    def check(self, df: pd.DataFrame | None, n_rows: int) -> None:
-        if not self.columns:
-            return
-        names = [c.name for c in self.columns]
-        if df is None:
-            raise ValueError(f"This model was trained with table columns {names}; pass them (a TrainingSet's columns).")
-        absent = [n for n in names if n not in df.columns]
-        if absent:
-            raise ValueError(f"Missing table column(s) {absent}; the model was trained with {names}.")
-        if len(df) != n_rows:
-            raise ValueError(f"The table columns have {len(df)} rows but the blocks have {n_rows}.")
-
-    def numeric(self, df: pd.DataFrame | None, *, impute: bool) -> np.ndarray:
-        cols = [c for c in self.columns if c.kind == "numeric"]
-        if not cols:
-            return np.empty((len(df), 0))
-        out = np.column_stack([pd.to_numeric(df[c.name], errors="coerce").astype(np.float64) for c in cols])
-        if impute:
-            fills = np.array([c.fill for c in cols])
-            out = np.where(np.isnan(out), fills, out)
-        return out
-
-    def codes(self, df: pd.DataFrame | None) -> np.ndarray:
-        """Integer codes (as float, NaN for missing or unseen) of each categorical column."""
-        cols = self.categorical
-        if not cols:
-            return np.empty((len(df), 0))
-        out = []
-        for c in cols:
-            # -1 for missing or unseen values, which both trees and one-hot treat as "no category"
-            codes = pd.Index(list(c.categories), dtype=object).get_indexer(_as_str(df[c.name])).astype(np.float64)
-            codes[codes < 0] = np.nan
-            out.append(codes)
-        return np.column_stack(out)
-
-    def onehot(self, df: pd.DataFrame | None) -> np.ndarray:
-        cols = self.categorical
-        if not cols:
-            return np.empty((len(df), 0))
-        codes = self.codes(df)
-        parts = []
-        for j, c in enumerate(cols):
-            block = np.zeros((codes.shape[0], len(c.categories)))
-            ok = ~np.isnan(codes[:, j])
-            block[np.flatnonzero(ok), codes[ok, j].astype(np.int64)] = 1.0
-            parts.append(block)
-        return np.hstack(parts)
-
-    def onehot_names(self) -> list[str]:
-        return [f"{c.name}={v}" for c in self.categorical for v in c.categories]
-
-    def state(self) -> list[dict[str, Any]]:
-        return [
-            {"name": c.name, "kind": c.kind, "fill": c.fill, "categories": list(c.categories)} for c in self.columns
-        ]
-
-    @classmethod
-    def from_state(cls, state: list[dict[str, Any]]) -> "ColumnEncoder":
-        return cls([_Column(d["name"], d["kind"], float(d["fill"]), tuple(d["categories"])) for d in state])
+    def _restore(self, meta: dict[str, Any]) -> None:
+        self.encoder_ = ColumnEncoder.from_state(meta["columns"])
+        self.n_classes_ = int(meta["n_classes"])
 
 
-def _as_str(s: pd.Series) -> pd.Series:
-    """Values as strings, missing kept missing (so 3 and "3" are one category, None is none)."""
-    return s.astype(object).where(s.notna(), None).map(lambda v: None if v is None else str(v))
-
-
-class LogisticMeta:
+class LogisticMeta(_MetaLearner):
     """Standardized logistic regression on [log-odds of the base probabilities, other scores, numeric columns,
     one-hot categoricals].
 
@@ -150,32 +76,25 @@ class LogisticMeta:
         self.C = C
         self.proba_columns = tuple(int(i) for i in proba_columns)
 
-    def _design(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
-        if self.proba_columns:
-            F = F.copy()
-            cols = list(self.proba_columns)
-            p = np.clip(F[:, cols], _PROBA_FLOOR, 1.0 - _PROBA_FLOOR)
-            F[:, cols] = np.log(p) - np.log1p(-p) if self.n_classes_ == 2 else np.log(p)
-        if not self.encoder_.columns:
+    def _scores(self, F: np.ndarray) -> np.ndarray:
+        if not self.proba_columns:
             return F
-        return np.hstack([F, self.encoder_.numeric(df, impute=True), self.encoder_.onehot(df)])
+        F = F.copy()
+        cols = list(self.proba_columns)
+        p = np.clip(F[:, cols], _PROBA_FLOOR, 1.0 - _PROBA_FLOOR)
+        F[:, cols] = np.log(p) - np.log1p(-p) if self.n_classes_ == 2 else np.log(p)
+        return F
 
-    def fit(self, F: np.ndarray, df: pd.DataFrame | None, y: np.ndarray, n_classes: int) -> "LogisticMeta":
-        self.encoder_ = ColumnEncoder().fit(df)
-        self.n_classes_ = n_classes
-        self.probe_ = LogisticProbe(C=self.C).fit(self._design(F, df), y)
-        return self
+    def _table(self, df: pd.DataFrame | None) -> list[np.ndarray]:
+        return [self.encoder_.numeric(df, impute=True), self.encoder_.onehot(df)]
 
-    def _full(self, out: np.ndarray) -> np.ndarray:
-        # Columns for every class 0..n_classes-1, even one absent from an inner training fold.
-        if out.shape[1] == self.n_classes_:
-            return out
-        full = np.zeros((out.shape[0], self.n_classes_))
-        full[:, self.probe_.classes_.astype(np.int64)] = out
-        return full
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.probe_ = LogisticProbe(C=self.C).fit(X, y)
 
     def predict_proba(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
-        return self._full(self.probe_.predict_proba(self._design(F, df)))
+        # Columns for every class 0..n_classes-1, even one absent from an inner training fold.
+        proba = self.probe_.predict_proba(self._design(F, df))
+        return expand_to_classes(proba, self.probe_.classes_, self.n_classes_)
 
     def decision_function(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
         return self.probe_.decision_function(self._design(F, df))
@@ -190,8 +109,7 @@ class LogisticMeta:
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], **_: Any) -> "LogisticMeta":
         self = cls(C=meta["C"], proba_columns=tuple(meta["proba_columns"]))
-        self.encoder_ = ColumnEncoder.from_state(meta["columns"])
-        self.n_classes_ = int(meta["n_classes"])
+        self._restore(meta)
         self.probe_ = _restore_probe(arrays)
         return self
 
@@ -208,7 +126,7 @@ def _restore_probe(arrays: dict[str, np.ndarray]) -> LogisticProbe:
     return probe
 
 
-class LightGBMMeta:
+class LightGBMMeta(_MetaLearner):
     """Gradient-boosted trees on [scores, numeric columns (NaN kept), categorical codes (native categoricals)]."""
 
     kind = "lightgbm"
@@ -219,17 +137,11 @@ class LightGBMMeta:
         self.num_leaves = num_leaves
         self.seed = seed
 
-    def _design(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
-        if not self.encoder_.columns:
-            return F
-        return np.hstack([F, self.encoder_.numeric(df, impute=False), self.encoder_.codes(df)])
+    def _table(self, df: pd.DataFrame | None) -> list[np.ndarray]:
+        return [self.encoder_.numeric(df, impute=False), self.encoder_.codes(df)]
 
-    def fit(self, F: np.ndarray, df: pd.DataFrame | None, y: np.ndarray, n_classes: int) -> "LightGBMMeta":
-        import lightgbm as lgb
-
-        self.encoder_ = ColumnEncoder().fit(df)
-        self.n_classes_ = n_classes
-        X = self._design(F, df)
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        lgb = _lightgbm()
         n_cat = len(self.encoder_.categorical)
         cat_idx = list(range(X.shape[1] - n_cat, X.shape[1]))
         n = X.shape[0]
@@ -250,10 +162,10 @@ class LightGBMMeta:
             "num_threads": 1,
             "verbose": -1,
         }
-        if n_classes <= 2:
+        if self.n_classes_ <= 2:
             params["objective"] = "binary"
         else:
-            params.update(objective="multiclass", num_class=n_classes)
+            params.update(objective="multiclass", num_class=self.n_classes_)
         dataset = lgb.Dataset(X, label=y.astype(np.float64), categorical_feature=cat_idx or "auto",
                               params={"verbose": -1}, free_raw_data=True)
         booster = lgb.train(params, dataset, num_boost_round=self.n_estimators)
@@ -261,7 +173,6 @@ class LightGBMMeta:
         self.model_text_ = booster.model_to_string()
         self.booster_ = lgb.Booster(model_str=self.model_text_)
         self.params_ = params
-        return self
 
     def _raw(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
         return np.asarray(self.booster_.predict(self._design(F, df), raw_score=True,
@@ -295,19 +206,20 @@ class LightGBMMeta:
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], *, model_text: str,
                    **_: Any) -> "LightGBMMeta":
-        import lightgbm as lgb
-
         self = cls(meta["n_estimators"], meta["learning_rate"], meta["num_leaves"], meta["seed"])
-        self.encoder_ = ColumnEncoder.from_state(meta["columns"])
-        self.n_classes_ = int(meta["n_classes"])
+        self._restore(meta)
         self.params_ = meta["params"]
         self.model_text_ = model_text
-        self.booster_ = lgb.Booster(model_str=model_text)
+        self.booster_ = _lightgbm().Booster(model_str=model_text)
         return self
 
     def __repr__(self) -> str:
         return (f"LightGBMMeta(n_estimators={self.n_estimators}, learning_rate={self.learning_rate}, "
                 f"num_leaves={self.num_leaves})")
+
+
+def _lightgbm():
+    return import_optional("lightgbm", extra="stack", what="The LightGBM meta learner")
 
 
 def make_meta(kind: str, *, seed: int, proba_columns: tuple[int, ...] = ()) -> LogisticMeta | LightGBMMeta:

@@ -8,12 +8,18 @@ scikit-learn's ``accuracy_score``, ``f1_score(average="macro")``, ``log_loss`` a
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
 
-__all__ = ["METRICS", "HIGHER_IS_BETTER", "score", "bootstrap_scores", "bootstrap_indices"]
+from featurestore._validation import Interval
+
+__all__ = ["METRICS", "HIGHER_IS_BETTER", "BOOTSTRAP_CONSTRAINTS", "score", "bootstrap_scores", "bootstrap_indices"]
 
 METRICS = ("accuracy", "macro_f1", "log_loss", "roc_auc")
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "log_loss": False, "roc_auc": True}
+# The parameters of every function that bootstraps (0 resamples: point estimates only; the seed goes to default_rng).
+BOOTSTRAP_CONSTRAINTS = {"n_boot": [Interval(Integral, 0, None)], "random_state": [Interval(Integral, 0, None), None]}
 _CELLS = 4_000_000  # rows x resamples per vectorised chunk (~32 MB of float64)
 
 

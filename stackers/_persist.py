@@ -38,6 +38,10 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from featurestore._manifest import models_dir, sets_dir
+from featurestore._optional import library_version
+from featurestore._store import MARKER as STORE_MARKER
+
 from ._lgbm_text import MAX_LEAVES, check_model_text
 from ._meta import LightGBMMeta, LogisticMeta
 from ._probes import CentroidSimilarity, LogisticProbe
@@ -49,7 +53,6 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
 LGBM_FILE = "meta_lightgbm.txt"
-STORE_MARKER = "featurestore.json"  # featurestore._store.MARKER: a store root holds it
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_TREES = 10**6
 _ESTIMATOR_CLASS = {"logistic": "LogisticProbe", "centroid": "CentroidSimilarity"}
@@ -70,15 +73,8 @@ def json_default(value: Any) -> Any:
 
 
 def _library_versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("featurestore", "numpy", "scikit-learn", "lightgbm", "pandas", "pyarrow"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
+    dists = ("featurestore", "numpy", "scikit-learn", "lightgbm", "pandas", "pyarrow")
+    return {"python": platform.python_version(), **{dist: library_version(dist) for dist in dists}}
 
 
 def _params_for_manifest(model) -> dict[str, Any]:
@@ -239,10 +235,11 @@ def _check_target(path: Path) -> None:
     """Refuse to replace anything but a saved model, and to write among a feature store's feature sets."""
     where = path.resolve()
     for parent in where.parents:
-        if (parent / STORE_MARKER).is_file() and (where == parent / "sets" or (parent / "sets") in where.parents):
+        sets = sets_dir(parent)
+        if (parent / STORE_MARKER).is_file() and (where == sets or sets in where.parents):
             raise FileExistsError(
                 f"{str(path)!r} is inside the feature sets of the store at {str(parent)!r}; refusing to write a "
-                f"model there (models go under {str(parent / 'models')!r})."
+                f"model there (models go under {str(models_dir(parent))!r})."
             )
     if (where.parent / MANIFEST).is_file() and not _is_model_manifest(where.parent / MANIFEST):
         raise FileExistsError(

@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from featurestore._validation import Interval, validate_params
 
-__all__ = ["LogisticProbe", "CentroidSimilarity"]
+__all__ = ["LogisticProbe", "CentroidSimilarity", "expand_to_classes"]
 
 
 class LogisticProbe(ClassifierMixin, BaseEstimator):
@@ -109,3 +109,15 @@ class CentroidSimilarity(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         return _l2_normalize(X) @ self.centroids_.T
+
+
+def expand_to_classes(scores, classes, n_classes: int) -> np.ndarray:
+    """One float64 column per class ``0..n_classes-1`` from per-class ``scores`` of an estimator fitted on encoded
+    labels, whose ``classes`` may lack some (a training fold without a rare class); absent classes score 0."""
+    scores = np.asarray(scores, dtype=np.float64)
+    classes = np.asarray(classes).astype(np.int64)
+    if len(classes) == n_classes:  # every class seen: sorted unique codes, so already 0..n_classes-1
+        return scores
+    full = np.zeros((scores.shape[0], n_classes))
+    full[:, classes] = scores
+    return full

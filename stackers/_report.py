@@ -12,13 +12,24 @@ from typing import Any
 
 import numpy as np
 
-from ._persist import json_default
+from featurestore._optional import import_optional
+from featurestore._validation import validate_params
+
 from ._compare import Comparison
+from featurestore._validation import InstanceOf
 from ._join import TrainingSet
-from ._metrics import HIGHER_IS_BETTER, METRICS
+from ._metrics import BOOTSTRAP_CONSTRAINTS, HIGHER_IS_BETTER, METRICS
+from ._persist import json_default
+from ._stacking import StackingClassifier
 
 __all__ = ["report", "ReportPaths"]
 
+_CONSTRAINTS = {
+    "comparison_or_model": [InstanceOf(Comparison), InstanceOf(StackingClassifier, "a fitted StackingClassifier")],
+    "data_test": [InstanceOf(TrainingSet, "a labelled TrainingSet"), None],
+    "print_table": ["boolean"],
+    **BOOTSTRAP_CONSTRAINTS,
+}
 _LABELS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "log_loss": "Log loss", "roc_auc": "ROC-AUC (macro OVR)"}
 
 
@@ -28,10 +39,15 @@ class ReportPaths(dict):
     text: str = ""
 
 
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def _matplotlib():
+    """matplotlib's ``Figure`` and Agg canvas, imported when a report is drawn."""
+    figure = import_optional("matplotlib.figure", extra="stack", what="Report plots")
+    backend = import_optional("matplotlib.backends.backend_agg", extra="stack", what="Report plots")
+    return figure.Figure, backend.FigureCanvasAgg
 
+
+def _figure(width: float, height: float):
+    Figure, FigureCanvasAgg = _matplotlib()
     fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -140,18 +156,15 @@ def report(comparison_or_model: Any, data_test: TrainingSet | None = None, out: 
     written paths by name (metrics, table, comparison, confusion_matrix, calibration) in a dict whose ``.text``
     is the plain-text table; ``print_table=True`` also prints it to stdout.
     """
-    from ._stacking import StackingClassifier
-
+    validate_params({"comparison_or_model": comparison_or_model, "data_test": data_test, "n_boot": n_boot,
+                     "random_state": random_state, "print_table": print_table}, _CONSTRAINTS, "report")
+    _matplotlib()  # a missing matplotlib fails here, before any file is written
     if isinstance(comparison_or_model, Comparison):
         comp = comparison_or_model
-    elif isinstance(comparison_or_model, StackingClassifier):
+    else:
         if data_test is None:
             raise ValueError("report(model, ...) needs data_test: a labelled TrainingSet the model did not train on.")
         comp = Comparison.from_model(comparison_or_model, data_test, n_boot=n_boot, random_state=random_state)
-    else:
-        raise TypeError(
-            f"report expects a Comparison or a fitted StackingClassifier. Got {type(comparison_or_model).__name__}."
-        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths({

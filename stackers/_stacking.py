@@ -33,7 +33,7 @@ from sklearn.utils.validation import (
 
 from ._join import TrainingSet
 from ._meta import META_KINDS, make_meta
-from ._probes import CentroidSimilarity, LogisticProbe
+from ._probes import CentroidSimilarity, LogisticProbe, expand_to_classes
 from featurestore._validation import CVSplitter, HasMethods, Interval, StrOptions, SubsetOf, validate_params
 
 __all__ = ["StackingClassifier"]
@@ -138,9 +138,10 @@ class StackingClassifier(ClassifierMixin, BaseEstimator):
         elif _is_block_dict(X):
             blocks, columns = dict(X), None
         else:
+            if len(self.blocks_) > 1:
+                raise ValueError(self._named_blocks_message(X))
             X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-            edges = np.cumsum([0, *self.blocks_.values()])
-            return {n: X[:, a:b] for n, a, b in zip(self.blocks_, edges[:-1], edges[1:])}, None
+            return {next(iter(self.blocks_)): X}, None
         absent = [n for n in self.blocks_ if n not in blocks]
         if absent:
             raise ValueError(f"Missing block(s) {absent}; this model was fitted on blocks {list(self.blocks_)}.")
@@ -155,6 +156,20 @@ class StackingClassifier(ClassifierMixin, BaseEstimator):
             out[name] = b
         check_consistent_length(*out.values())
         return out, columns
+
+    def _named_blocks_message(self, X) -> str:
+        """Why a model fitted on several named blocks refuses one plain array, and how to pass the blocks."""
+        name, n_features = type(self).__name__, self.n_features_in_
+        shape = getattr(X, "shape", None) or np.shape(X)
+        blocks = "{" + ", ".join(f"{b!r}: {d}" for b, d in self.blocks_.items()) + "}"
+        example = "{" + ", ".join(f"{b!r}: X_{i}" for i, b in enumerate(self.blocks_)) + "}"
+        if len(shape) == 2 and shape[1] != n_features:
+            head = f"X has {shape[1]} features, but {name} is expecting {n_features} features as input"
+        else:
+            head = f"A plain array of shape {tuple(shape)} cannot be split safely"
+        return (f"{head}: this {name} was fitted on {len(self.blocks_)} named blocks {blocks}, and one array would "
+                f"be cut into them by column position alone. Pass the blocks by name: a dict {example} or a "
+                "TrainingSet (from stackers.join).")
 
     # -- folds -----------------------------------------------------------------------------------------------
     def _folds(self, y_enc: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
@@ -205,8 +220,7 @@ class StackingClassifier(ClassifierMixin, BaseEstimator):
         """Base outputs in global class order; one column for a binary probability (the other is redundant)."""
         k = len(self.classes_)
         raw = est.transform(X) if kind == "centroid" else est.predict_proba(X)
-        out = np.zeros((X.shape[0], k))
-        out[:, np.asarray(est.classes_).astype(np.int64)] = raw
+        out = expand_to_classes(raw, est.classes_, k)
         if kind != "centroid" and k == 2:
             return out[:, 1:]
         return out

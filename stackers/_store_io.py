@@ -6,26 +6,26 @@ from; predictions join the exact feature set versions the model was trained on, 
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 from sklearn.utils.validation import check_is_fitted
 
-from ._join import TrainingSet, join
+from featurestore._format import fixed_size_list
+from featurestore._validation import StrOptions, validate_params
+
+from featurestore._validation import InstanceOf
+from ._join import TrainingSet, join, read_labels
 
 __all__ = ["write_oof", "predict_from_store", "StaleFeatureSetWarning"]
 
 
 class StaleFeatureSetWarning(UserWarning):
     """The feature set version a model was trained on is gone or changed; the latest version is used instead."""
-
-
-def _embedding_column(matrix: np.ndarray) -> pa.FixedSizeListArray:
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
 
 
 def write_oof(store, model, training_set: TrainingSet, name: str, *, version: Any = "auto"):
@@ -36,6 +36,7 @@ def write_oof(store, model, training_set: TrainingSet, name: str, *, version: An
     passed to ``store.write``: the default "auto" appends to the version with the same spec (a refit replaces
     its rows) or starts a new one (different blocks, classes or extras). Returns the written FeatureSet.
     """
+    validate_params({"training_set": training_set}, {"training_set": [InstanceOf(TrainingSet)]}, "write_oof")
     check_is_fitted(model)
     if training_set.keys is None:
         raise ValueError("The TrainingSet has no keys; OOF scores can only be stored keyed (build it with join).")
@@ -48,7 +49,7 @@ def write_oof(store, model, training_set: TrainingSet, name: str, *, version: An
         raise ValueError(f"The model was fitted on rows keyed by {model.key_}, not {training_set.key}.")
     oof = model.oof_predictions_
     table = training_set.keys
-    table = table.append_column("embedding", _embedding_column(oof))
+    table = table.append_column("embedding", fixed_size_list(np.asarray(oof, dtype=np.float32)))
     table = table.append_column("fold", pa.array(model.fold_ids_.astype(np.int32)))
     spec = {
         "encoder": "stacker-oof:" + "+".join(model.blocks_),
@@ -97,13 +98,26 @@ def _resolve_versions(model, store) -> dict[str, int]:
     return versions
 
 
+def _keys_table(keys: Any, key: list[str]) -> pa.Table:
+    """The keys to predict for as a table: a path or a table is read as one; anything else is a sequence of values
+    of a single-column key."""
+    if isinstance(keys, (str, os.PathLike, pa.Table, pa.RecordBatch, Mapping)) or hasattr(keys, "columns"):
+        return read_labels(keys, what="keys")  # pandas and polars frames have columns; their Series do not
+    if len(key) != 1:
+        raise ValueError(f"The model is keyed by {key}; pass keys as a table with those columns.")
+    values = keys if isinstance(keys, (np.ndarray, pa.Array, pa.ChunkedArray)) else list(keys)
+    return pa.table({key[0]: pa.array(values)})
+
+
 def predict_from_store(model, store, keys: Any = None, *, how: str = "inner") -> pa.Table:
     """Predict for ``keys`` (all keys when None) from the feature sets and versions ``model`` was trained on.
 
-    ``keys`` is None, a sequence of key values (single-column keys), or a table (pyarrow/pandas) with the key
-    column(s) and, when the model was trained with table columns, those columns too. Returns a pyarrow Table of
-    the key column(s), ``prediction`` and one ``proba_<class>`` column per class, in the keys' order.
+    ``keys`` is None, a sequence of key values (single-column keys), a .parquet/.csv path, or a table (pyarrow,
+    pandas, polars, a dict of columns) with the key column(s) and, when the model was trained with table columns,
+    those columns too. Returns a pyarrow Table of the key column(s), ``prediction`` and one ``proba_<class>`` column
+    per class, in the keys' order.
     """
+    validate_params({"how": how}, {"how": [StrOptions({"inner", "error"})]}, "predict_from_store")
     check_is_fitted(model)
     if not model.sources_:
         raise ValueError(
@@ -111,12 +125,10 @@ def predict_from_store(model, store, keys: Any = None, *, how: str = "inner") ->
             "to predict from a store."
         )
     key = list(model.key_)
-    if keys is not None and not isinstance(keys, (pa.Table, pd.DataFrame)):
-        if len(key) != 1:
-            raise ValueError(f"The model is keyed by {key}; pass keys as a table with those columns.")
-        keys = pa.table({key[0]: pa.array(list(keys) if not isinstance(keys, np.ndarray) else keys)})
+    if keys is not None:
+        keys = _keys_table(keys, key)
     if model.columns_:
-        given = [] if keys is None else list(keys.columns if isinstance(keys, pd.DataFrame) else keys.column_names)
+        given = [] if keys is None else keys.column_names
         absent = [c for c in model.columns_ if c not in given]
         if absent:
             raise ValueError(

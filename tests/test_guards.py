@@ -487,10 +487,14 @@ def test_cli_sql_stops_at_ctrl_c(sql_store):
 
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "sql", SLOW, "--store", str(sql_store.root)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    time.sleep(3)  # started and inside the query
-    assert proc.poll() is None, proc.communicate(timeout=10)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert time.monotonic() - t0 < 10, "the query kept running after Ctrl-C"
+    try:
+        time.sleep(3)  # started and inside the query
+        assert proc.poll() is None, proc.communicate(timeout=10)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 10, "the query kept running after Ctrl-C"
+    finally:
+        proc.kill()  # never leave a runaway query behind, whatever failed
+        proc.wait(timeout=30)
     assert proc.returncode == 1 and "Interrupted" in err, (proc.returncode, err)

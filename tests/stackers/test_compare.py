@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
@@ -68,6 +70,22 @@ def test_compare_rejects_unlabelled_or_mismatched_sets(digits_blocks):
         stackers.compare(labelled, TrainingSet(blocks=blocks))
     with pytest.raises(ValueError, match="train has blocks"):
         stackers.compare(labelled, TrainingSet(blocks={"top": blocks["top"]}, y=y))
+
+
+@pytest.mark.parametrize("args, kwargs, match", [
+    (lambda ts: (ts.blocks, ts), {}, "The 'train' parameter of compare must be a TrainingSet (from stackers.join). "
+                                     "Got {'top': array("),
+    (lambda ts: (ts, None), {}, "The 'test' parameter of compare must be a TrainingSet (from stackers.join). "
+                                "Got None instead."),
+    (lambda ts: (ts, ts, "lightgbm"), {}, "The 'model' parameter of compare must be a StackingClassifier or None. "
+                                          "Got 'lightgbm' instead."),
+    (lambda ts: (ts, ts), {"n_boot": -1}, "The 'n_boot' parameter of compare must be an int >= 0. Got -1 instead."),
+    (lambda ts: (ts, ts), {"random_state": 0.5}, "The 'random_state' parameter of compare must be an int >= 0 or "
+                                                 "None. Got 0.5 instead."),
+])
+def test_compare_rejects_bad_params(digits_ts, args, kwargs, match):
+    with pytest.raises(stackers.InvalidParameterError, match=re.escape(match)):
+        stackers.compare(*args(digits_ts), **kwargs)
 
 
 def test_binary_comparison_has_auc_of_the_positive_class(digits_blocks):

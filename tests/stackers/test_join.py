@@ -98,6 +98,27 @@ def test_join_reads_labels_from_files(store, tmp_path, suffix, write_set):
     assert list(ts.y[:3]) == ["c2", "c1", "c0"]
 
 
+def test_join_takes_labels_as_any_table_featurestore_writes_from(store, write_set):
+    ids = np.arange(8)
+    write_set(store, "set_a", ids, _id_vectors(ids, 4, 1.0))
+    as_dict = stackers.join(store, ["set_a"], labels={"id": [6, 2, 4], "label": ["x", "y", "x"]})
+    as_batch = stackers.join(store, "set_a", labels=pa.record_batch({"id": [6, 2, 4], "label": ["x", "y", "x"]}))
+    for ts in (as_dict, as_batch):
+        np.testing.assert_array_equal(ts.blocks["set_a"][:, 0], [6, 2, 4])
+        assert list(ts.y) == ["x", "y", "x"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"test_size": 1.5}, "The 'test_size' parameter of TrainingSet.split must be a float in (0, 1). Got 1.5 instead."),
+    ({"test_size": 0}, "The 'test_size' parameter of TrainingSet.split must be a float in (0, 1). Got 0 instead."),
+    ({"stratify": "yes"}, "The 'stratify' parameter of TrainingSet.split must be a bool. Got 'yes' instead."),
+    ({"random_state": -1}, "The 'random_state' parameter of TrainingSet.split must be an int in [0, 2**32)"),
+])
+def test_split_rejects_bad_params(digits_ts, kwargs, match):
+    with pytest.raises(stackers.InvalidParameterError, match=re.escape(match)):
+        digits_ts.split(**kwargs)
+
+
 def test_join_without_label_column_is_a_prediction_join(store, write_set):
     ids = np.arange(12)
     write_set(store, "set_a", ids, _id_vectors(ids, 4, 1.0))
@@ -136,6 +157,8 @@ def test_join_pins_versions_and_records_them(store, write_set):
     ({"groups": "team"}, ValueError, "groups column 'team' is not in the labels"),
     ({"columns": ["price"]}, ValueError, "columns column 'price' is not in the labels"),
     ({"names": ["set_a", "set_a"]}, ValueError, "must be distinct"),
+    ({"names": []}, ValueError, re.escape("The 'names' parameter of join must be distinct feature set names (a "
+                                          "non-empty list of strings). Got [] instead.")),
     ({"labels": 42}, TypeError, "labels must be a pyarrow Table"),
     ({"labels": pd.DataFrame({"id": [1, 1], "label": [0, 1]})}, ValueError, "1 duplicate keys"),
     ({"labels": pd.DataFrame({"key": [1], "label": [0]})}, ValueError, "Labels have no key column 'id'"),

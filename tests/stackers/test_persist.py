@@ -11,6 +11,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import stackers
+from featurestore._optional import library_version
 from stackers import StackingClassifier, TrainingSet
 
 
@@ -78,6 +79,7 @@ def test_manifest_records_what_the_model_was_trained_on(tmp_path, digits_store):
     assert manifest["metrics"] == {"accuracy": 0.97}
     assert set(manifest["meta"]["scores"]) == {"logistic", "lightgbm"}
     assert {"python", "numpy", "scikit-learn", "lightgbm"} <= set(manifest["versions"])
+    assert manifest["versions"]["scikit-learn"] == library_version("scikit-learn") is not None
     assert stackers.read_manifest(path) == manifest
     loaded = stackers.load(path)
     assert loaded.sources_ == model.sources_ and loaded.key_ == ["id"]

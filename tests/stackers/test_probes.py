@@ -40,3 +40,17 @@ def test_centroid_similarity_is_cosine_to_class_means():
     y = np.array([0, 0, 1, 1])
     sims = CentroidSimilarity().fit(X, y).transform(np.array([[1.0, 1.0], [5.0, 0.0]]))
     np.testing.assert_allclose(sims, [[np.sqrt(0.5), np.sqrt(0.5)], [1.0, 0.0]], atol=1e-12)
+
+
+def test_expand_to_classes_puts_each_column_under_its_class():
+    from stackers._probes import expand_to_classes
+
+    scores = np.array([[0.25, 0.75], [0.5, 0.5]], dtype=np.float32)
+    full = expand_to_classes(scores, np.array([1, 3]), 4)  # a fold that never saw classes 0 and 2
+    np.testing.assert_array_equal(full, [[0, 0.25, 0, 0.75], [0, 0.5, 0, 0.5]])
+    assert full.dtype == np.float64
+    every = expand_to_classes(scores, np.array([0, 1]), 2)
+    np.testing.assert_array_equal(every, scores)
+    assert every.dtype == np.float64
+    probe = LogisticProbe().fit(np.eye(3), [2, 2, 0])  # classes 0 and 2 of 3
+    np.testing.assert_array_equal(expand_to_classes(probe.predict_proba(np.eye(3)), probe.classes_, 3)[:, 1], 0)

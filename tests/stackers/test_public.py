@@ -18,3 +18,17 @@ def test_import_is_light_and_respects_layers(run_python):
         "assert not heavy, heavy\n"
     )
     run_python(code)
+
+
+def test_import_without_the_stack_extra_says_which_extra(run_python):
+    code = (
+        "import sys\n"
+        "sys.modules['sklearn'] = None  # as if scikit-learn were not installed\n"
+        "from featurestore.errors import MissingDependencyError\n"
+        "try:\n"
+        "    import stackers\n"
+        "except MissingDependencyError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = run_python(code).stdout
+    assert out.startswith("stackers needs sklearn: pip install 'featurestore[stack]'."), out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -57,6 +58,31 @@ def test_report_of_a_model_and_test_set(split, tmp_path):
     assert written["models"]["stack"]["metrics"]["accuracy"]["value"] == pytest.approx(stack_acc)
     with pytest.raises(ValueError, match="needs data_test"):
         stackers.report(model, out=tmp_path / "r2")
+
+
+@pytest.mark.parametrize("args, kwargs, match", [
+    ((None,), {}, "The 'comparison_or_model' parameter of report must be a Comparison or a fitted "
+                  "StackingClassifier. Got None instead."),
+    (("model", "test"), {"n_boot": 1.5}, "The 'n_boot' parameter of report must be an int >= 0. Got 1.5 instead."),
+    (("model", "test"), {"print_table": "yes"}, "The 'print_table' parameter of report must be a bool."),
+    (("model", "train.blocks"), {}, "The 'data_test' parameter of report must be a labelled TrainingSet or None."),
+])
+def test_report_rejects_bad_params(split, tmp_path, args, kwargs, match):
+    train, test = split
+    model = StackingClassifier(meta="logistic", cv=2)
+    values = {"model": model, "test": test, "train.blocks": train.blocks}
+    with pytest.raises(stackers.InvalidParameterError, match=re.escape(match)):
+        stackers.report(*(values.get(a, a) for a in args), out=tmp_path / "r", **kwargs)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_report_without_matplotlib_says_which_extra_and_writes_nothing(split, tmp_path, monkeypatch):
+    train, test = split
+    model = StackingClassifier(meta="logistic", cv=2).fit(train)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if matplotlib were not installed
+    with pytest.raises(ImportError, match=re.escape("Report plots needs matplotlib: pip install 'featurestore[stack]'")):
+        stackers.report(model, test, out=tmp_path / "r", n_boot=20)
+    assert not (tmp_path / "r").exists()
 
 
 def test_report_leaves_pyplot_alone(split, tmp_path):

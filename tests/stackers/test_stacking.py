@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import featurestore.errors
 import stackers
 from stackers import StackingClassifier, TrainingSet
 from stackers._meta import LogisticMeta
@@ -93,6 +95,46 @@ def test_predict_checks_blocks(digits_blocks):
         model.predict(np.hstack([blocks["top"], blocks["bottom"]])[:, :63])
 
 
+@pytest.fixture(scope="module")
+def two_block_and_one_block_models(digits_blocks):
+    blocks, y = digits_blocks
+    both = np.hstack([blocks["top"], blocks["bottom"]])
+    return (StackingClassifier(meta="logistic", cv=2).fit(blocks, y),
+            StackingClassifier(meta="logistic", cv=2).fit({"all": both}, y))
+
+
+@pytest.mark.parametrize("width, head", [
+    (64, "A plain array of shape (50, 64) cannot be split safely"),  # the right width: still ambiguous
+    (63, "X has 63 features, but StackingClassifier is expecting 64 features as input"),
+    (96, "X has 96 features, but StackingClassifier is expecting 64 features as input"),
+])
+def test_a_plain_array_is_refused_by_a_model_fitted_on_named_blocks(digits_blocks, two_block_and_one_block_models,
+                                                                     width, head):
+    blocks, _ = digits_blocks
+    model, single = two_block_and_one_block_models
+    X = np.hstack([blocks["bottom"], blocks["top"], blocks["top"]])[:50, :width]  # e.g. the blocks in another order
+    message = (f"{head}: this StackingClassifier was fitted on 2 named blocks {{'top': 32, 'bottom': 32}}, and one "
+               "array would be cut into them by column position alone. Pass the blocks by name: a dict "
+               "{'top': X_0, 'bottom': X_1} or a TrainingSet (from stackers.join).")
+    both = np.hstack([blocks["top"], blocks["bottom"]])[:50]
+    for method in ("predict", "predict_proba", "decision_function"):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            getattr(model, method)(X)
+        # Named blocks, and one array for a model fitted on one block (nothing to split), predict as before.
+        np.testing.assert_array_equal(getattr(model, method)({"top": both[:, :32], "bottom": both[:, 32:]}),
+                                      getattr(model, method)(TrainingSet(blocks={"bottom": both[:, 32:],
+                                                                                 "top": both[:, :32]})))
+        np.testing.assert_array_equal(getattr(single, method)(both), getattr(single, method)({"all": both}))
+
+
+def test_a_lightgbm_meta_learner_without_lightgbm_says_which_extra(digits_blocks, monkeypatch):
+    blocks, y = digits_blocks
+    monkeypatch.setitem(sys.modules, "lightgbm", None)  # as if LightGBM were not installed
+    message = "The LightGBM meta learner needs lightgbm: pip install 'featurestore[stack]'."
+    with pytest.raises(featurestore.errors.MissingDependencyError, match=re.escape(message)):
+        StackingClassifier(meta="lightgbm", cv=2).fit(blocks, y)
+
+
 def test_splitter_must_partition_rows(digits_blocks):
     blocks, y = digits_blocks
     with pytest.raises(ValueError, match="never validates .* rows"):
@@ -105,8 +147,9 @@ def test_array_dict_and_training_set_inputs_agree(digits_blocks):
     by_dict = StackingClassifier(meta="logistic").fit(blocks, y)
     by_ts = StackingClassifier(meta="logistic").fit(TrainingSet(blocks=blocks, y=y))
     np.testing.assert_array_equal(by_dict.predict_proba(blocks), by_ts.predict_proba(TrainingSet(blocks=blocks)))
-    # A 2-D array is split into the fitted blocks by their dims (hstack in block order).
-    np.testing.assert_array_equal(by_dict.predict_proba(blocks), by_dict.predict_proba(X))
+    # One plain array is not split among named blocks by position: that would go wrong silently (see below).
+    with pytest.raises(ValueError, match="fitted on 2 named blocks"):
+        by_dict.predict_proba(X)
     assert by_dict.blocks_ == {"top": 32, "bottom": 32} and by_dict.n_features_in_ == 64
     one_block = StackingClassifier(meta="logistic").fit(X, y)
     assert one_block.blocks_ == {"x": 64}

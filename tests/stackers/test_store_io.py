@@ -99,3 +99,28 @@ def test_predict_from_store_needs_provenance(store, digits_blocks):
     model = StackingClassifier(meta="logistic", cv=2).fit(blocks, y)
     with pytest.raises(ValueError, match="no recorded feature sets"):
         stackers.predict_from_store(model, store)
+
+
+def test_predict_from_store_reads_keys_from_any_table_or_file(fitted, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store, labels, _, model = fitted
+    ids = labels["id"].to_numpy()[:7]
+    expected = stackers.predict_from_store(model, store, keys=ids)
+    path = tmp_path / "keys.parquet"
+    pq.write_table(pa.table({"id": ids}), path)
+    for keys in ({"id": ids}, pa.record_batch({"id": ids}), labels[["id"]].iloc[:7], path, str(path), list(ids)):
+        assert stackers.predict_from_store(model, store, keys=keys).equals(expected), type(keys)
+    with pytest.raises(FileNotFoundError, match="Keys file .* does not exist"):
+        stackers.predict_from_store(model, store, keys=tmp_path / "none.parquet")
+
+
+def test_store_functions_reject_bad_params(fitted):
+    store, _, data, model = fitted
+    with pytest.raises(stackers.InvalidParameterError,
+                       match=r"The 'how' parameter of predict_from_store must be one of \{'error', 'inner'\}"):
+        stackers.predict_from_store(model, store, how="outer")
+    with pytest.raises(stackers.InvalidParameterError,
+                       match=r"The 'training_set' parameter of write_oof must be a TrainingSet. Got \{'top'"):
+        stackers.write_oof(store, model, data.blocks, "bad")
