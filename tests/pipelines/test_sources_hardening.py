@@ -238,7 +238,7 @@ def test_a_source_of_an_unknown_type_says_what_it_takes():
 
 
 def test_job_specs_fall_back_to_tomli_without_tomllib(tmp_path, monkeypatch):
-    tomli = pytest.importorskip("tomli")
+    import tomli  # a test dependency on every Python, so this path never silently skips
     monkeypatch.setitem(sys.modules, "tomllib", None)  # `import tomllib` now fails, as on Python 3.10
     monkeypatch.delitem(sys.modules, "pipelines._spec")
     monkeypatch.setattr(pipelines, "_spec", pipelines._spec)  # restored after the test, with sys.modules
