@@ -28,13 +28,16 @@ class _Group(click.Group):
 
         try:
             return super().invoke(ctx)
-        except FeatureStoreError as exc:
-            raise click.ClickException(str(exc)) from exc
-        except duckdb.Error as exc:  # a bad query: say what DuckDB said, no traceback
-            raise click.ClickException(f"SQL error: {exc}") from exc
-        except (ValueError, LookupError, OSError) as exc:  # bad input reaching a library (stackers, sklearn, files)
-            if os.environ.get("FEATURESTORE_DEBUG"):
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (FeatureStoreError, duckdb.Error, ValueError, LookupError, OSError) as exc:
+            if os.environ.get("FEATURESTORE_DEBUG"):  # every error, ours included, with its traceback
                 raise
+            if isinstance(exc, FeatureStoreError):
+                raise click.ClickException(str(exc)) from exc
+            if isinstance(exc, duckdb.Error):  # a bad query: say what DuckDB said, no traceback
+                raise click.ClickException(f"SQL error: {exc}") from exc
+            # bad input reaching a library (stackers, sklearn, files)
             raise click.ClickException(f"{exc}\n  (set FEATURESTORE_DEBUG=1 for the traceback)") from exc
 
 
@@ -73,11 +76,15 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("path", default="./store", envvar="FEATURESTORE_STORE", type=click.Path(file_okay=False))
+@click.argument("path", required=False, type=click.Path(file_okay=False))
+@store_option
 @json_option
-def init(path: str, as_json: bool) -> None:
-    """Create an empty store at PATH (default ./store); harmless on an existing store."""
-    store = featurestore.open(path, create=True)
+def init(path: str | None, store_path: str, as_json: bool) -> None:
+    """Create an empty store at PATH, else at --store (as every command takes it; default ./store).
+
+    Harmless on an existing store.
+    """
+    store = featurestore.open(path or store_path, create=True)
     if as_json:
         _echo_json({"root": str(store.root), "catalog": str(store.catalog_path)})
     else:
@@ -107,7 +114,7 @@ def ls(store_path: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("name")
-@click.option("--version", "-v", "version", type=int, default=None, help="A version other than the latest.")
+@click.option("--version", "-v", "version", type=click.IntRange(min=1), default=None, help="A version other than the latest.")
 @store_option
 @json_option
 def show(name: str, version: int | None, store_path: str, as_json: bool) -> None:
@@ -199,13 +206,13 @@ def sql(query: str, store_path: str, fmt: str, as_json: bool, max_rows: int, tim
 @click.option("--layer", "layers", multiple=True, type=int, help="Hidden layer (0 = embeddings, -1 = last); repeat for several: one feature set per layer, named NAME_layerK, all from one forward pass.")
 @click.option("--pooling", type=click.Choice(["mean", "cls"]), help="Pooling of a hidden layer.")
 @click.option("--device", help="cuda, mps or cpu (default: the best available).")
-@click.option("--batch-size", type=int, help="Texts per forward pass (default: chosen by device).")
-@click.option("--max-seq-length", type=int, help="Truncate texts to this many tokens.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Texts per forward pass (default: chosen by device).")
+@click.option("--max-seq-length", type=click.IntRange(min=1), help="Truncate texts to this many tokens.")
 @click.option("--normalize/--no-normalize", default=None, help="L2-normalise embeddings (default: the model's own).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), help="Stored dtype (default float32).")
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]), help="auto: ONNX Runtime on CPU when installed, torch on GPU.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="Autocast precision. auto: bf16/fp16 on GPUs, fp32 on CPU; bf16 on CPUs with AMX is 2-3x faster (cosine to fp32 >= 0.9999).")
-@click.option("--limit", type=int, help="Only the first N source rows.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N source rows.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @json_option
 def embed(spec_path, store_path, source, keys, text, encoder, name, version, layers, pooling, device, batch_size,
@@ -309,7 +316,7 @@ def doctor(store_path: str, rebuild: bool, clean: bool, as_json: bool) -> None:
 @cli.command()
 @click.option("--store", "-s", "store_path", default="./demo-store", show_default=True, type=click.Path(file_okay=False),
               help="Store folder to build (reused on a rerun: stored rows are skipped).")
-@click.option("--rows", type=int, default=5000, show_default=True, help="Reviews to use (up to ~22,600).")
+@click.option("--rows", type=click.IntRange(min=100), default=5000, show_default=True, help="Reviews to use (100 to ~22,600).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--encoder", "-e", default="sentence-transformers:all-MiniLM-L6-v2", show_default=True)
 @click.option("--middle-layer", type=int, default=3, show_default=True, help="The hidden layer stored beside the last one.")
@@ -348,8 +355,9 @@ def stack() -> None:
 @click.option("--columns", help="Comma-separated columns of the labels table to feed the meta learner.")
 @click.option("--name", "-n", required=True, help="Model name (saved under <store>/models/NAME).")
 @click.option("--meta", type=click.Choice(["auto", "logistic", "lightgbm"]), default="auto", show_default=True)
-@click.option("--cv", type=int, default=5, show_default=True)
-@click.option("--test-size", type=float, default=0.25, show_default=True)
+@click.option("--cv", type=click.IntRange(min=2), default=5, show_default=True, help="Folds of the out-of-fold probes.")
+@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25, show_default=True,
+              help="Share of rows (whole groups) held out.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder.")
 @json_option

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -137,3 +138,41 @@ def test_embed_with_a_hash_encoder_gives_no_precision_tip(runner, tmp_path):
     result = runner.invoke(cli, ["embed", "--store", str(tmp_path / "s"), "--source", str(src), "-e", "hash:8", "--name", "h"])
     assert result.exit_code == 0 and "tip:" not in result.stderr
     assert "wrote 3" in result.stdout
+
+
+@pytest.mark.parametrize("args, option", [
+    (["embed", "--source", "x.csv", "--encoder", "hash:8", "--name", "x", "--limit", "-3"], "--limit"),
+    (["embed", "--source", "x.csv", "--encoder", "hash:8", "--name", "x", "--batch-size", "0"], "--batch-size"),
+    (["embed", "--source", "x.csv", "--encoder", "hash:8", "--name", "x", "--max-seq-length", "0"], "--max-seq-length"),
+    (["sql", "select 1", "--timeout", "0"], "--timeout"),
+    (["sql", "select 1", "--max-rows", "0"], "--max-rows"),
+    (["show", "x", "--version", "0"], "--version"),
+    (["stack", "train", "--sets", "a", "--labels", "x.csv", "--name", "m", "--cv", "1"], "--cv"),
+    (["stack", "train", "--sets", "a", "--labels", "x.csv", "--name", "m", "--test-size", "1.5"], "--test-size"),
+])
+def test_out_of_range_numbers_are_usage_errors(runner, tmp_path, args, option):
+    (tmp_path / "x.csv").write_text("id,text\n1,a\n")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = runner.invoke(cli, args)
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 2, result.output
+    assert option in result.output
+
+
+def test_init_takes_store_like_every_command(runner, tmp_path):
+    result = runner.invoke(cli, ["init", "-s", str(tmp_path / "viaflag"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "viaflag" / "featurestore.json").is_file()
+
+
+def test_featurestore_debug_shows_the_traceback_of_our_own_errors(runner, tmp_path, monkeypatch):
+    featurestore.open(tmp_path / "s")
+    monkeypatch.delenv("FEATURESTORE_DEBUG", raising=False)
+    quiet = runner.invoke(cli, ["show", "missing", "-s", str(tmp_path / "s")])
+    assert quiet.exit_code == 1 and "No feature set named 'missing'" in quiet.output
+    monkeypatch.setenv("FEATURESTORE_DEBUG", "1")
+    loud = runner.invoke(cli, ["show", "missing", "-s", str(tmp_path / "s")])
+    assert isinstance(loud.exception, featurestore.FeatureSetNotFoundError)  # raised, so the traceback prints
