@@ -117,7 +117,8 @@ def run_demo(store_path: str | Path = "./demo-store", *, rows: int = 5000, seed:
 
     echo("[5/5] stacking: per-set logistic probes -> out-of-fold scores -> meta learner (picked by inner CV)")
     result = train_stack(store, [minilm, middle, "reviews_tfidf"], labels_path, key="id", label="label",
-                         groups="garment", columns=["rating", "age"], name="reviews_class", seed=seed, out=out)
+                         groups="garment", columns=["rating", "age"], name="reviews_class", seed=seed, out=out,
+                         force=True)  # a rerun of the demo retrains its own model
     comparison = result["comparison"]
     echo("")
     echo(comparison.to_text())

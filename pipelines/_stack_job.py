@@ -45,8 +45,11 @@ def find_model(store: featurestore.Store, name: str) -> Path:
 def train_stack(store: featurestore.Store, sets: Sequence[str], labels: Any, *, key: str | Sequence[str] = "id",
                 label: str = "label", groups: str | None = None, columns: Sequence[str] | None = None,
                 name: str, meta: str = "auto", cv: int = 5, test_size: float = 0.25, seed: int = 0,
-                n_boot: int = 1000, out: str | Path | None = None, write_oof: bool = True) -> dict[str, Any]:
+                n_boot: int = 1000, out: str | Path | None = None, write_oof: bool = True,
+                force: bool = False) -> dict[str, Any]:
     """Join ``sets`` with ``labels``, hold out ``test_size``, fit a StackingClassifier, compare, save and report.
+
+    An existing model of that name is refused before any work unless ``force`` (then it is replaced whole).
 
     The model goes to ``<store>/models/<name>`` with its split (``split.json``) and held-out rows
     (``heldout.parquet``), the out-of-fold scores to feature set ``<name>_oof`` and the report (metrics.json,
@@ -57,6 +60,10 @@ def train_stack(store: featurestore.Store, sets: Sequence[str], labels: Any, *, 
     import stackers
 
     validate_name(name, "model")
+    existing = store.models_dir / name
+    if not force and (existing.exists() or existing.is_symlink()):
+        raise FileExistsError(f"A model named {name!r} already exists in {store.root}; pass force=True "
+                              "(`--force`) to replace it, or choose another name.")
     data = stackers.join(store, list(sets), labels=labels, key=key, label=label, groups=groups,
                          columns=list(columns) if columns else None)
     train, test = data.split(test_size=test_size, random_state=seed)

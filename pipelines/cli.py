@@ -360,8 +360,10 @@ def stack() -> None:
               help="Share of rows (whole groups) held out.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder.")
+@click.option("--force", is_flag=True, help="Replace an existing model of that name.")
 @json_option
-def stack_train(store_path, sets, labels, keys, label, groups, columns, name, meta, cv, test_size, seed, out, as_json):
+def stack_train(store_path, sets, labels, keys, label, groups, columns, name, meta, cv, test_size, seed, out, force,
+                as_json):
     """Fit a stacker on a training split and compare it with each single set on the held-out rows.
 
     \b
@@ -372,7 +374,7 @@ def stack_train(store_path, sets, labels, keys, label, groups, columns, name, me
     result = train_stack(_open(store_path), [s.strip() for s in sets.split(",") if s.strip()], labels,
                          key=list(keys) or "id", label=label, groups=groups,
                          columns=[c.strip() for c in columns.split(",")] if columns else None, name=name, meta=meta,
-                         cv=cv, test_size=test_size, seed=seed, out=out)
+                         cv=cv, test_size=test_size, seed=seed, out=out, force=force)
     if as_json:
         _echo_json({k: v for k, v in result.items() if k not in ("comparison", "estimator")}
                    | {"metrics": result["comparison"].to_dict()})

@@ -108,3 +108,17 @@ def test_demo_end_to_end_small(tmp_path):
     assert json.loads(second.stdout)["embed"]["reviews_minilm"]["rows_skipped"] == 300
     names = {r["name"] for r in featurestore.open(store).list()}
     assert names == {"reviews_minilm", "reviews_minilm_layer3", "reviews_tfidf", "reviews_class_oof"}
+
+
+def test_stack_train_refuses_to_overwrite_a_model_without_force(digits_store):
+    store, labels = digits_store
+    runner = CliRunner()
+    args = ["stack", "train", "-s", str(store.root), "--sets", "left_half,right_half", "--labels", str(labels),
+            "--name", "digits", "--cv", "2", "--meta", "logistic", "--json"]
+    assert runner.invoke(cli, args).exit_code == 0
+    before = (store.models_dir / "digits" / "manifest.json").read_bytes()
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 1 and "already exists" in again.output and "--force" in again.output
+    assert (store.models_dir / "digits" / "manifest.json").read_bytes() == before  # untouched
+    forced = runner.invoke(cli, [*args, "--force"])
+    assert forced.exit_code == 0, forced.output
