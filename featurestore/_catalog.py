@@ -143,6 +143,13 @@ _RUN_FIELDS = {
 Broken = tuple[str, int, bool, str]  # (name, version, is latest, why it cannot be read)
 
 
+def view_names(entries: list[tuple[Path, Manifest, bool]], broken: list[Broken] = ()) -> set[str]:
+    """Every view :func:`define_views` makes for these versions: latest, per version, errors, and broken ones."""
+    names = {m.name for _, m, latest in entries if latest} | {version_view(m.name, m.version) for _, m, _ in entries}
+    names |= {errors_view(m.name) for _, m, _ in entries if m.errors}
+    return names | {version_view(n, v) for n, v, _, _ in broken} | {n for n, _, latest, _ in broken if latest}
+
+
 def define_views(con: Any, entries: list[tuple[Path, Manifest, bool]], *, persistent: bool,
                  base: Path | None = None, broken: list[Broken] = ()) -> None:
     """Create every view and metadata table on ``con``; ``entries`` are (version dir, manifest, is_latest).
@@ -237,10 +244,7 @@ def write_catalog(root: Path, entries: list[tuple[Path, Manifest, bool]], *, tim
             con.execute(f"SET file_search_path = {_sql_str(str(root.resolve()))}")
             fence(con, root, lock=False, relative=True)
             con.execute("BEGIN TRANSACTION")
-            wanted = {m.name for _, m, latest in entries if latest}
-            wanted |= {version_view(m.name, m.version) for _, m, _ in entries}
-            wanted |= {errors_view(m.name) for _, m, _ in entries if m.errors}
-            wanted |= {version_view(n, v) for n, v, _, _ in broken} | {n for n, _, latest, _ in broken if latest}
+            wanted = view_names(entries, broken)
             existing = [r[0] for r in con.execute(
                 "SELECT view_name FROM duckdb_views() WHERE NOT internal AND schema_name = 'main'").fetchall()]
             for view in existing:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 
 from . import _leftovers
-from ._catalog import CATALOG, STALE_MARKER, errors_view, version_view
+from ._catalog import CATALOG, STALE_MARKER, version_view, view_names
 from ._featureset import check_schema
 from ._lock import feature_set_lock
 from ._manifest import MANIFEST, SCHEMA_FILE, Manifest, file_crc32, set_dir, sets_dir
@@ -139,11 +139,8 @@ def _catalog_problem(store: "Store") -> str | None:
         return "catalog missing (rebuild with --rebuild)"
     if (store.root / STALE_MARKER).exists():
         return "catalog marked stale: a writer could not update it"
-    broken: list = []
-    entries = store._entries(problems=[], broken=broken)
-    want = {m.name for _, m, latest in entries if latest} | {version_view(m.name, m.version) for _, m, _ in entries}
-    want |= {version_view(n, v) for n, v, _, _ in broken} | {n for n, _, latest, _ in broken if latest}
-    want |= {errors_view(m.name) for _, m, _ in entries if m.errors}
+    entries, broken = store._entries()
+    want = view_names(entries, broken)
     try:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error as exc:

@@ -110,15 +110,15 @@ class Store:
             })
         return out
 
-    def _entries(self, *, problems: list[str] | None = None,
-                 broken: list[Broken] | None = None) -> list[tuple[Path, Any, bool]]:
-        """(version dir, manifest, is latest) for every readable version whose partitions are all in place.
+    def _entries(self) -> tuple[list[tuple[Path, Any, bool]], list[Broken]]:
+        """(version dir, manifest, is latest) for every readable version whose partitions are all in place, and the
+        versions left out as (name, version, is latest, why).
 
         A version with an unreadable manifest or a missing or resized partition is left out, so one damaged set
-        never takes the others down: its problem goes to ``problems`` (else a warning), and to ``broken`` as
-        (name, version, is latest, message), from which the catalog makes views that raise that message.
+        never takes the others down; the catalog gives it a view that raises the reason.
         """
-        entries = []
+        entries: list[tuple[Path, Any, bool]] = []
+        broken: list[Broken] = []
         for name in self.names():
             versions = list_versions(set_dir(self.root, name))
             for v in versions:
@@ -128,16 +128,10 @@ class Store:
                     for p in [*m.partitions, *m.errors]:  # a stat each: cheap enough for every query
                         check_present(vdir / p.file, p)
                 except CorruptStoreError as exc:
-                    message = str(exc).split("\n")[0]
-                    if broken is not None:
-                        broken.append((name, v, v == versions[-1], message))
-                    if problems is None:
-                        warnings.warn(f"Skipping {name!r} v{v}: {message}", stacklevel=3)
-                    else:
-                        problems.append(message)
+                    broken.append((name, v, v == versions[-1], str(exc).split("\n")[0]))
                     continue
                 entries.append((vdir, m, v == versions[-1]))
-        return entries
+        return entries, broken
 
     def sql(self, query: str, params: Mapping[str, Any] | Sequence[Any] | None = None, *, read_only: bool = True,
             timeout: float | None = None, memory_limit: str | None = None) -> Result:
@@ -149,8 +143,7 @@ class Store:
         :class:`QueryTimeoutError`; ``memory_limit`` (e.g. ``"2GB"``) caps DuckDB's memory.
         """
         validate_params({"read_only": read_only, "timeout": timeout}, _SQL_CONSTRAINTS, "Store.sql")
-        broken: list[Broken] = []
-        entries = self._entries(problems=[], broken=broken)
+        entries, broken = self._entries()
         con = reader_connection(self.root, entries, read_only=read_only, memory_limit=memory_limit, broken=broken)
         if read_only:
             check_read_only(con, query)
@@ -189,8 +182,8 @@ class Store:
 
     # -- catalog -------------------------------------------------------------------------------------------------
     def _write_catalog(self) -> bool:
-        broken: list[Broken] = []
-        return write_catalog(self.root, self._entries(problems=[], broken=broken), broken=broken)
+        entries, broken = self._entries()
+        return write_catalog(self.root, entries, broken=broken)
 
     def rebuild_catalog(self) -> bool:
         """Rewrite ``catalog.duckdb`` from the manifests (it is only an index of them)."""

@@ -22,6 +22,7 @@ from .sources._errors import (EMPTY, ERROR_KIND, ERROR_MESSAGE, NON_STRING, NULL
 if TYPE_CHECKING:
     from ._sinks import Sink
 
+
 def hash_column(sink: int) -> str:
     """The content hash of each row under sink ``sink``'s spec, carried beside the keys through chunking."""
     return f"{RESERVED}hash_{sink}"
@@ -65,8 +66,7 @@ class Screen:
             hashes = fmt.text_hashes(good_texts, sink.fingerprint)
             need = np.ones(len(good_texts), dtype=bool)
             if sink.committed and tokens is not None:
-                need = np.fromiter((sink.committed.get(t) != h for t, h in zip(tokens, hashes.to_pylist())),
-                                   bool, len(tokens))
+                need = fmt.changed_rows(tokens, hashes.to_pylist(), sink.committed)
                 sink.writer.stats["rows_skipped"] += int((~need).sum())
             needed |= need
             table = table.append_column(hash_column(i), hashes).append_column(need_column(i), pa.array(need))
