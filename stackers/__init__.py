@@ -17,28 +17,35 @@ for _module in ("sklearn", "pandas"):
     import_optional(_module, extra="stack", what="stackers")
 del _module, import_optional
 
+from ._align import CORAL, Whitening  # noqa: E402
 from ._compare import Comparison, compare  # noqa: E402
+from ._leaderboard import Leaderboard, leaderboard  # noqa: E402
 from ._join import MissingKeysError, MissingKeysWarning, TrainingSet, join  # noqa: E402
 from ._persist import load, read_manifest  # noqa: E402
-from ._probes import CentroidSimilarity, LogisticProbe  # noqa: E402
+from ._probes import CentroidSimilarity, LogisticProbe, LogisticProbeCV  # noqa: E402
 from ._report import ReportPaths, report  # noqa: E402
 from ._stacking import StackingClassifier  # noqa: E402
 from ._store_io import StaleFeatureSetWarning, predict_from_store, write_oof  # noqa: E402
 from featurestore._validation import InvalidParameterError  # noqa: E402
 
 __all__ = [
+    "CORAL",
     "CentroidSimilarity",
     "Comparison",
     "InvalidParameterError",
+    "Leaderboard",
     "LogisticProbe",
+    "LogisticProbeCV",
     "MissingKeysError",
     "MissingKeysWarning",
     "ReportPaths",
     "StackingClassifier",
     "StaleFeatureSetWarning",
     "TrainingSet",
+    "Whitening",
     "compare",
     "join",
+    "leaderboard",
     "load",
     "predict_from_store",
     "read_manifest",

@@ -1,13 +1,19 @@
 """Meta learners: the second stage, trained on out-of-fold base scores plus the table's own columns.
 
-Two kinds, chosen by inner cross-validation when ``meta="auto"``:
+Three kinds, chosen by inner cross-validation when ``meta="auto"``:
 
-- ``logistic``: a standardized logistic regression; categorical columns one-hot encoded. On a few thousand rows
-  of encoder scores it is the safer choice (0.781 vs 0.761 macro-F1 for LightGBM on a 12-class text task).
+- ``logistic``: a standardized logistic regression (class weights none or balanced); categorical columns one-hot
+  encoded. On a few thousand rows of encoder scores it is the safer choice (0.781 vs 0.761 macro-F1 for LightGBM
+  on a 12-class text task).
 - ``lightgbm``: gradient-boosted trees; categorical columns go in natively as integer codes. It pays when
   informative tabular columns join the scores.
+- ``best``: no second stage at all: the best single block's probe, passed through. When the blocks are redundant
+  (one informative encoder plus noise), learning a combination only adds variance; this keeps the stack from
+  ever being chosen worse than its best base on the inner folds.
 
-Both keep their fitted state as arrays, JSON and (for LightGBM) a model text file, so ``_persist`` never pickles.
+Any scikit-learn classifier can also be passed (``SklearnMeta``); it is fitted on the same design matrix as the
+logistic learner. The three built-in kinds keep their fitted state as arrays, JSON and (for LightGBM) a model
+text file, so ``_persist`` never pickles; a model with a custom meta learner cannot be saved.
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ from featurestore._optional import import_optional
 from ._columns import ColumnEncoder
 from ._probes import LogisticProbe, expand_to_classes
 
-__all__ = ["LogisticMeta", "LightGBMMeta", "make_meta", "META_KINDS"]
+__all__ = ["LogisticMeta", "LightGBMMeta", "PassthroughMeta", "SklearnMeta", "make_meta", "META_KINDS"]
 
-META_KINDS = ("logistic", "lightgbm")
+META_KINDS = ("logistic", "lightgbm", "best")
 _PROBA_FLOOR = 1e-7  # log(0) guard for probabilities that went in as logs
 
 
@@ -72,9 +78,10 @@ class LogisticMeta(_MetaLearner):
 
     kind = "logistic"
 
-    def __init__(self, C: float = 1.0, proba_columns: tuple[int, ...] = ()):
+    def __init__(self, C: float = 1.0, proba_columns: tuple[int, ...] = (), class_weight: str | None = None):
         self.C = C
         self.proba_columns = tuple(int(i) for i in proba_columns)
+        self.class_weight = class_weight
 
     def _scores(self, F: np.ndarray) -> np.ndarray:
         if not self.proba_columns:
@@ -89,7 +96,7 @@ class LogisticMeta(_MetaLearner):
         return [self.encoder_.numeric(df, impute=True), self.encoder_.onehot(df)]
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        self.probe_ = LogisticProbe(C=self.C).fit(X, y)
+        self.probe_ = LogisticProbe(C=self.C, class_weight=self.class_weight).fit(X, y)
 
     def predict_proba(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
         # Columns for every class 0..n_classes-1, even one absent from an inner training fold.
@@ -102,19 +109,20 @@ class LogisticMeta(_MetaLearner):
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         p = self.probe_
         meta = {"kind": self.kind, "C": self.C, "proba_columns": list(self.proba_columns),
-                "n_classes": self.n_classes_, "columns": self.encoder_.state()}
+                "class_weight": self.class_weight, "n_classes": self.n_classes_, "columns": self.encoder_.state()}
         arrays = {"mean": p.mean_, "scale": p.scale_, "coef": p.coef_, "intercept": p.intercept_, "classes": p.classes_}
         return meta, arrays
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], **_: Any) -> "LogisticMeta":
-        self = cls(C=meta["C"], proba_columns=tuple(meta["proba_columns"]))
+        self = cls(C=meta["C"], proba_columns=tuple(meta["proba_columns"]), class_weight=meta.get("class_weight"))
         self._restore(meta)
         self.probe_ = _restore_probe(arrays)
         return self
 
     def __repr__(self) -> str:
-        return f"LogisticMeta(C={self.C}, proba_columns={len(self.proba_columns)} columns)"
+        weight = "" if self.class_weight is None else f", class_weight={self.class_weight!r}"
+        return f"LogisticMeta(C={self.C}, proba_columns={len(self.proba_columns)} columns{weight})"
 
 
 def _restore_probe(arrays: dict[str, np.ndarray]) -> LogisticProbe:
@@ -222,10 +230,104 @@ def _lightgbm():
     return import_optional("lightgbm", extra="stack", what="The LightGBM meta learner")
 
 
-def make_meta(kind: str, *, seed: int, proba_columns: tuple[int, ...] = ()) -> LogisticMeta | LightGBMMeta:
-    """A fresh, unfitted meta learner of ``kind``; ``proba_columns`` index the probability columns of its input."""
+class PassthroughMeta(_MetaLearner):
+    """No second stage: the probabilities of one base learner (the best block's probe), passed through.
+
+    ``columns`` index that learner's probability columns in the stacked scores: one column (the positive class)
+    for a binary problem, one per class otherwise. Table columns are accepted and ignored.
+    """
+
+    kind = "best"
+
+    def __init__(self, columns: tuple[int, ...] = (), block: str = ""):
+        self.columns = tuple(int(i) for i in columns)
+        self.block = block
+
+    def _table(self, df: pd.DataFrame | None) -> list[np.ndarray]:
+        return []
+
+    def _design(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
+        return F[:, list(self.columns)]
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        expected = 1 if self.n_classes_ == 2 else self.n_classes_
+        if len(self.columns) != expected:
+            raise ValueError(f"PassthroughMeta needs {expected} probability column(s); got {len(self.columns)}.")
+
+    def predict_proba(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
+        p = np.clip(self._design(F, df), 0.0, 1.0)
+        if self.n_classes_ == 2:
+            return np.column_stack([1.0 - p[:, 0], p[:, 0]])
+        total = p.sum(axis=1, keepdims=True)
+        return np.divide(p, total, out=np.full_like(p, 1.0 / p.shape[1]), where=total > 0)
+
+    def decision_function(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
+        p = np.clip(self.predict_proba(F, df), _PROBA_FLOOR, 1.0 - _PROBA_FLOOR)
+        return np.log(p[:, 1]) - np.log(p[:, 0]) if self.n_classes_ == 2 else np.log(p)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return ({"kind": self.kind, "block": self.block, "proba_columns": list(self.columns),
+                 "n_classes": self.n_classes_, "columns": self.encoder_.state()}, {})
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], **_: Any) -> "PassthroughMeta":
+        self = cls(columns=tuple(meta["proba_columns"]), block=meta["block"])
+        self._restore(meta)
+        return self
+
+    def __repr__(self) -> str:
+        return f"PassthroughMeta(block={self.block!r})"
+
+
+class SklearnMeta(LogisticMeta):
+    """Any scikit-learn classifier as the meta learner, on the logistic learner's design matrix (log-probabilities,
+    other scores, numeric columns, one-hot categoricals). Cannot be saved without pickle."""
+
+    kind = "estimator"
+
+    def __init__(self, estimator: Any, proba_columns: tuple[int, ...] = ()):
+        super().__init__(proba_columns=proba_columns)
+        self.estimator = estimator
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        from sklearn.base import clone
+
+        self.estimator_ = clone(self.estimator).fit(X, y)
+
+    def predict_proba(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
+        proba = self.estimator_.predict_proba(self._design(F, df))
+        return expand_to_classes(proba, self.estimator_.classes_, self.n_classes_)
+
+    def decision_function(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
+        X = self._design(F, df)
+        if hasattr(self.estimator_, "decision_function"):
+            return np.asarray(self.estimator_.decision_function(X), dtype=np.float64)
+        p = np.clip(self.predict_proba(F, df), _PROBA_FLOOR, 1.0 - _PROBA_FLOOR)
+        return np.log(p[:, 1]) - np.log(p[:, 0]) if self.n_classes_ == 2 else np.log(p)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        raise ValueError(
+            f"This model's meta learner is a custom estimator ({self.estimator!r}); it cannot be saved without "
+            "pickle. Use meta='auto', 'logistic', 'lightgbm' or 'best' for a model you want to save."
+        )
+
+    def __repr__(self) -> str:
+        return f"SklearnMeta({self.estimator!r})"
+
+
+def make_meta(kind: Any, *, seed: int, proba_columns: tuple[int, ...] = (), class_weight: str | None = None,
+              passthrough: tuple[tuple[int, ...], str] | None = None) -> _MetaLearner:
+    """A fresh, unfitted meta learner: ``kind`` is one of ``META_KINDS`` or a scikit-learn classifier.
+
+    ``proba_columns`` index the probability columns of its input; ``passthrough`` = (columns, block) for "best".
+    """
+    if not isinstance(kind, str):
+        return SklearnMeta(kind, proba_columns=proba_columns)
     if kind == "logistic":
-        return LogisticMeta(proba_columns=proba_columns)
+        return LogisticMeta(proba_columns=proba_columns, class_weight=class_weight)
     if kind == "lightgbm":
         return LightGBMMeta(seed=seed)
+    if kind == "best":
+        columns, block = passthrough if passthrough is not None else ((), "")
+        return PassthroughMeta(columns, block)
     raise ValueError(f"Unknown meta learner {kind!r}; expected one of {META_KINDS}.")

@@ -4,6 +4,10 @@ One code path computes a metric for the full test set and for every bootstrap re
 another row index), so point estimates and intervals can never disagree in definition. The definitions match
 scikit-learn's ``accuracy_score``, ``f1_score(average="macro")``, ``log_loss`` and
 ``roc_auc_score(multi_class="ovr", average="macro")``; ``tests/stackers/test_metrics.py`` checks that.
+
+Accuracy and macro-F1 score the labels a model actually predicts (``pred``): a model with a tuned decision threshold
+predicts by that threshold, not by the largest probability, and is scored so. Without ``pred`` they score the argmax.
+Log loss and ROC-AUC always score the probabilities.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import numpy as np
 
 from featurestore._validation import Interval
 
-__all__ = ["METRICS", "HIGHER_IS_BETTER", "BOOTSTRAP_CONSTRAINTS", "score", "bootstrap_scores", "bootstrap_indices"]
+__all__ = ["METRICS", "HIGHER_IS_BETTER", "BOOTSTRAP_CONSTRAINTS", "CONFIDENCE", "score", "bootstrap_scores",
+           "bootstrap_indices", "interval"]
 
 METRICS = ("accuracy", "macro_f1", "log_loss", "roc_auc")
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "log_loss": False, "roc_auc": True}
 # The parameters of every function that bootstraps (0 resamples: point estimates only; the seed goes to default_rng).
 BOOTSTRAP_CONSTRAINTS = {"n_boot": [Interval(Integral, 0, None)], "random_state": [Interval(Integral, 0, None), None]}
+CONFIDENCE = 0.95
 _CELLS = 4_000_000  # rows x resamples per vectorised chunk (~32 MB of float64)
 
 
@@ -72,9 +78,8 @@ def _roc_auc(y: np.ndarray, proba: np.ndarray, W: np.ndarray, k: int) -> np.ndar
     return np.divide(total, counted, out=np.full_like(total, np.nan), where=counted > 0)
 
 
-def _scores_for(y: np.ndarray, proba: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
+def _scores_for(y: np.ndarray, proba: np.ndarray, pred: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
     n, k = proba.shape
-    pred = np.argmax(proba, axis=1)
     correct = (pred == y).astype(np.float64)
     eps = np.finfo(proba.dtype).eps
     nll = -np.log(np.clip(proba[np.arange(n), y], eps, 1 - eps))
@@ -90,24 +95,45 @@ def _scores_for(y: np.ndarray, proba: np.ndarray, idx: np.ndarray) -> dict[str, 
     return {m: np.concatenate(v) for m, v in out.items()}
 
 
-def _check(y: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check(y: np.ndarray, proba: np.ndarray, pred: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y = np.asarray(y, dtype=np.int64)
     proba = np.asarray(proba, dtype=np.float64)
     if proba.ndim != 2 or proba.shape[0] != y.shape[0] or proba.shape[1] < 2:
         raise ValueError(f"proba must be (n_rows, n_classes >= 2) for {y.shape[0]} labels; got {proba.shape}.")
-    if y.min(initial=0) < 0 or y.max(initial=0) >= proba.shape[1]:
+    k = proba.shape[1]
+    if y.min(initial=0) < 0 or y.max(initial=0) >= k:
         raise ValueError("y must hold class indices 0..n_classes-1 into the proba columns.")
-    return y, proba
+    if pred is None:
+        return y, proba, np.argmax(proba, axis=1)
+    pred = np.asarray(pred)
+    if pred.shape != y.shape or pred.dtype.kind not in "iu" or pred.min(initial=0) < 0 or pred.max(initial=0) >= k:
+        raise ValueError(f"pred must hold {y.shape[0]} predicted class indices 0..{k - 1} (one per row of proba); "
+                         f"got {pred.dtype} of shape {pred.shape}.")
+    return y, proba, pred.astype(np.int64, copy=False)
 
 
-def score(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """Point estimates on all rows. ``y`` holds class indices into the columns of ``proba``."""
-    y, proba = _check(y, proba)
+def score(y: np.ndarray, proba: np.ndarray, pred: np.ndarray | None = None) -> dict[str, float]:
+    """Point estimates on all rows. ``y`` holds class indices into the columns of ``proba``; ``pred`` the predicted
+    class indices that accuracy and macro-F1 score (default: the argmax of ``proba``)."""
+    y, proba, pred = _check(y, proba, pred)
     full = np.arange(len(y))[None, :]
-    return {m: float(v[0]) for m, v in _scores_for(y, proba, full).items()}
+    return {m: float(v[0]) for m, v in _scores_for(y, proba, pred, full).items()}
 
 
-def bootstrap_scores(y: np.ndarray, proba: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
-    """Each metric on each resample ``idx[b]`` (from ``bootstrap_indices``): arrays of shape (n_boot,)."""
-    y, proba = _check(y, proba)
-    return _scores_for(y, proba, idx)
+def bootstrap_scores(y: np.ndarray, proba: np.ndarray, idx: np.ndarray,
+                     pred: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Each metric on each resample ``idx[b]`` (from ``bootstrap_indices``): arrays of shape (n_boot,). ``pred`` as
+    in ``score``."""
+    y, proba, pred = _check(y, proba, pred)
+    return _scores_for(y, proba, pred, idx)
+
+
+def interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The percentile interval of per-resample ``values`` (NaN resamples, e.g. ROC-AUC with one class, ignored);
+    (nan, nan) when none is finite. For a paired difference pass the per-resample differences of two models scored
+    on the same resamples: their spread is much smaller than either model's own, because row difficulty cancels."""
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).any():
+        return float("nan"), float("nan")
+    low, high = np.nanpercentile(values, [100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2])
+    return float(low), float(high)

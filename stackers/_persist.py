@@ -6,6 +6,9 @@ No pickle anywhere: loading a model must not run code from the file. The directo
     arrays.npz           probe coefficients, scaler means/scales, centroids, OOF predictions (allow_pickle=False)
     meta_lightgbm.txt    the LightGBM meta booster, when that is the meta learner
 
+A model fitted with ``align`` also keeps each block's aligner (``Whitening``: mean, matrix; ``CORAL``: mean_source,
+mean_target, matrix) under ``align<i>.`` in arrays.npz, described by the block's ``align`` entry in the manifest.
+
 A loaded model predicts bit for bit what the saved one did.
 
 A model folder is input like any other, so ``load`` trusts none of it: the file names are fixed (the manifest's
@@ -41,15 +44,21 @@ from sklearn.utils.validation import check_is_fitted
 from featurestore._manifest import models_dir, sets_dir
 from featurestore._optional import library_version
 from featurestore._store import MARKER as STORE_MARKER
+from featurestore._validation import validate_params
 
+from ._align import ALIGNERS
 from ._lgbm_text import MAX_LEAVES, check_model_text
-from ._meta import LightGBMMeta, LogisticMeta
+from ._meta import LightGBMMeta, LogisticMeta, PassthroughMeta
 from ._probes import CentroidSimilarity, LogisticProbe
 
 __all__ = ["save", "load", "read_manifest", "FORMAT"]
 
 FORMAT = "stackers.StackingClassifier"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3  # 2: tuned probes per block, a decision threshold, the "best" passthrough meta learner
+# 3: per-block alignment (align="whiten" / "coral"); a model without alignment is still written as format 2, so
+# older stackers keep loading it, while one that needs its aligners to predict is refused by them.
+_ALIGN_FIELDS = {"Whitening": ("mean", "matrix"), "CORAL": ("mean_source", "mean_target", "matrix")}
+_ALIGN_FITTED = {"Whitening": ("shrinkage_",), "CORAL": ("shrinkage_source_", "shrinkage_target_")}
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
 LGBM_FILE = "meta_lightgbm.txt"
@@ -83,6 +92,11 @@ def _params_for_manifest(model) -> dict[str, Any]:
         raise ValueError(
             f"Only models with base='logistic' can be saved without pickle; this one has base={params['base']!r}."
         )
+    if not isinstance(params["meta"], str):
+        raise ValueError(
+            f"This model's meta learner is a custom estimator ({params['meta']!r}); it cannot be saved without "
+            "pickle. Use meta='auto', 'logistic', 'lightgbm' or 'best' for a model you want to save."
+        )
     if not isinstance(params["cv"], Integral):
         params["cv_splitter"] = repr(params["cv"])
         params["cv"] = int(model.n_splits_)
@@ -90,6 +104,8 @@ def _params_for_manifest(model) -> dict[str, Any]:
         params["random_state_repr"] = repr(params["random_state"])
         params["random_state"] = None
     params["extras"] = list(params["extras"])
+    if params.get("align") is None:
+        params.pop("align", None)  # an unaligned model's manifest stays exactly format 2
     return params
 
 
@@ -129,7 +145,16 @@ def save(model, path, *, metrics: Any = None) -> Path:
             fields["classes"] = np.asarray(est.classes_)
             arrays.update({prefix + k: np.asarray(v) for k, v in fields.items()})
             estimators[kind] = {"class": type(est).__name__, "prefix": prefix}
+            if isinstance(est, LogisticProbe):
+                estimators[kind]["params"] = {"C": float(est.C), "standardize": bool(est.standardize)}
         blocks.append({"name": name, "dim": int(dim), "estimators": estimators})
+        aligner = (getattr(model, "aligners_", None) or {}).get(name)
+        if aligner is not None:
+            cls = type(aligner).__name__
+            arrays.update({f"align{i}.{f}": np.asarray(getattr(aligner, f + "_"), dtype=np.float64)
+                           for f in _ALIGN_FIELDS[cls]})
+            blocks[-1]["align"] = {"class": cls, "prefix": f"align{i}.", "params": aligner.get_params(),
+                                   "fitted": {f: float(getattr(aligner, f)) for f in _ALIGN_FITTED[cls]}}
 
     meta_state, meta_arrays = model.meta_estimator_.state()
     arrays.update({f"meta.{k}": np.asarray(v) for k, v in meta_arrays.items()})
@@ -141,7 +166,7 @@ def save(model, path, *, metrics: Any = None) -> Path:
 
     manifest = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if getattr(model, "aligners_", None) else 2,
         "class": type(model).__name__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "params": params,
@@ -155,6 +180,9 @@ def save(model, path, *, metrics: Any = None) -> Path:
         "n_splits": int(model.n_splits_),
         "oof_feature_names": list(model.oof_feature_names_),
         "meta": {"name": model.meta_name_, "scores": model.meta_scores_, "state": meta_state},
+        "threshold": model.threshold_,
+        "class_weights": None if model.class_weights_ is None else [float(w) for w in model.class_weights_],
+        "probe_params": model.probe_params_,
         "metrics": metrics,
         "arrays": ARRAYS,  # always this name: kept for readers of older versions, checked (never followed) by load
         "versions": _library_versions(),
@@ -371,6 +399,9 @@ def _layout(manifest: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"params.extras must be [] or ['centroid']. Got {extras!r} instead")
     kinds = ["logistic", *extras]
     width = {"logistic": n_out, "centroid": k}
+    align = params.get("align")
+    if align is not None and align not in ALIGNERS:
+        raise ValueError(f"params.align must be null or one of {sorted(ALIGNERS)}. Got {align!r} instead")
 
     layout: dict[str, tuple[str, tuple]] = {}
     blocks = manifest["blocks"]
@@ -395,6 +426,7 @@ def _layout(manifest: dict[str, Any]) -> dict[str, Any]:
                                p + "coef": (_FLOAT, (n_out, d)), p + "intercept": (_FLOAT, (n_out,))})
             else:
                 layout[p + "centroids"] = (_FLOAT, (k, d))
+        layout.update(_align_layout(b.get("align"), align, i, d))
     n_oof = len(blocks) * sum(width[kind] for kind in kinds)
     names = manifest["oof_feature_names"]
     if not isinstance(names, list) or len(names) != n_oof:
@@ -421,6 +453,13 @@ def _layout(manifest: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"meta.state.proba_columns must index the {n_oof} score columns")
         layout.update({"meta.mean": (_FLOAT, (p,)), "meta.scale": (_FLOAT, (p,)), "meta.coef": (_FLOAT, (n_out, p)),
                        "meta.intercept": (_FLOAT, (n_out,)), "meta.classes": (_INT, (k,))})
+        if state.get("class_weight") not in (None, "balanced"):
+            raise ValueError(f"meta.state.class_weight must be null or 'balanced'. Got {state.get('class_weight')!r}")
+    elif meta.get("name") == "best":
+        cols = state.get("proba_columns")
+        if (not isinstance(cols, list) or len(cols) != n_out
+                or any(not isinstance(j, int) or not 0 <= j < n_oof for j in cols)):
+            raise ValueError(f"meta.state.proba_columns must list {n_out} of the {n_oof} score columns")
     elif meta.get("name") == "lightgbm":
         n_est = _int(state.get("n_estimators"), "meta.state.n_estimators", 1, MAX_TREES)
         leaves = _int(state.get("num_leaves"), "meta.state.num_leaves", 2, MAX_LEAVES)
@@ -428,6 +467,29 @@ def _layout(manifest: dict[str, Any]) -> dict[str, Any]:
     else:
         raise ValueError(f"Unknown meta learner {meta.get('name')!r}")
     return out
+
+
+def _align_layout(ref: Any, align: str | None, i: int, d: int) -> dict[str, tuple[str, tuple]]:
+    """The arrays of block ``i``'s aligner: present exactly when ``params.align`` is set, of its class."""
+    if align is None:
+        if ref is not None:
+            raise ValueError(f"blocks[{i}].align is set but params.align is null")
+        return {}
+    cls = ALIGNERS[align].__name__
+    if not isinstance(ref, dict) or ref.get("class") != cls or ref.get("prefix") != f"align{i}.":
+        raise ValueError(f"blocks[{i}].align must be class {cls!r} with prefix 'align{i}.' (params.align={align!r})")
+    params, fitted = ref.get("params"), ref.get("fitted")
+    if not isinstance(params, dict) or not isinstance(fitted, dict) or sorted(fitted) != sorted(_ALIGN_FITTED[cls]):
+        raise ValueError(f"blocks[{i}].align must hold params and the fitted {list(_ALIGN_FITTED[cls])}")
+    aligner = ALIGNERS[align]
+    if not set(params) <= set(aligner._get_param_names()):
+        raise ValueError(f"blocks[{i}].align.params {params!r:.80} are not {cls} parameters")
+    validate_params(params, aligner._parameter_constraints, cls)
+    for name, value in fitted.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"blocks[{i}].align.fitted.{name} must be a number in [0, 1]. Got {value!r} instead")
+    shapes = {"mean": (d,), "mean_source": (d,), "mean_target": (d,), "matrix": (d, d)}
+    return {f"align{i}.{f}": (_FLOAT, shapes[f]) for f in _ALIGN_FIELDS[cls]}
 
 
 def _read_arrays(file: Path, layout: dict[str, tuple[str, tuple]], *, n_splits: int, k: int) -> dict[str, np.ndarray]:
@@ -564,19 +626,33 @@ def _build(cls, manifest: dict[str, Any], classes: np.ndarray, arrays: dict[str,
            model_text: str | None):
     params = {k: v for k, v in manifest["params"].items() if k in cls._get_param_names()}
     params["extras"] = tuple(params["extras"])
+    if manifest.get("format_version", 1) < 2:
+        params["threshold"] = None  # format 1 models predict by argmax
     model = cls(**params)
     model.classes_ = classes
     model.blocks_ = {b["name"]: int(b["dim"]) for b in manifest["blocks"]}
     model.n_features_in_ = int(manifest["n_features_in"])
     if manifest.get("feature_names_in") is not None:
         model.feature_names_in_ = np.asarray(manifest["feature_names_in"], dtype=object)
+    threshold = manifest.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0.0 <= threshold <= 1.0 or len(model.classes_) != 2):
+        raise ValueError(f"threshold must be null or, for a binary model, a number in [0, 1]. Got {threshold!r}")
+    model.threshold_ = None if threshold is None else float(threshold)
+    weights = manifest.get("class_weights")
+    if weights is not None and (not isinstance(weights, list) or len(weights) != len(model.classes_) or any(
+            isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < math.inf for w in weights)):
+        raise ValueError(f"class_weights must be null or one positive number per class. Got {weights!r:.80}")
+    model.class_weights_ = None if weights is None else np.asarray(weights, dtype=np.float64)
+    model.probe_params_ = dict(manifest.get("probe_params") or {})
     model.base_estimators_ = {}
     for b in manifest["blocks"]:
         ests = {}
         for kind, ref in b["estimators"].items():
             get = lambda field, p=ref["prefix"]: arrays[p + field]  # noqa: E731
             if ref["class"] == "LogisticProbe":
-                est = LogisticProbe(C=model.C)
+                p = ref.get("params") or {"C": model.C, "standardize": True}  # format 1: one C for every block
+                est = LogisticProbe(C=float(p["C"]), standardize=bool(p["standardize"]))
                 est.mean_, est.scale_ = get("mean"), get("scale")
                 est.coef_, est.intercept_ = get("coef"), get("intercept")
             else:
@@ -586,11 +662,25 @@ def _build(cls, manifest: dict[str, Any], classes: np.ndarray, arrays: dict[str,
             est.classes_ = get("classes")
             ests[kind] = est
         model.base_estimators_[b["name"]] = ests
+    model.aligners_ = {}
+    for b in manifest["blocks"]:
+        ref = b.get("align")
+        if ref is None:
+            continue
+        aligner = ALIGNERS[model.align](**ref["params"])
+        for field in _ALIGN_FIELDS[ref["class"]]:
+            setattr(aligner, field + "_", arrays[ref["prefix"] + field])
+        for name, value in ref["fitted"].items():
+            setattr(aligner, name, float(value))
+        aligner.n_features_in_ = int(b["dim"])
+        model.aligners_[b["name"]] = aligner
 
     meta = manifest["meta"]
     meta_arrays = {k[len("meta."):]: v for k, v in arrays.items() if k.startswith("meta.")}
     if meta["name"] == "logistic":
         model.meta_estimator_ = LogisticMeta.from_state(meta["state"], meta_arrays)
+    elif meta["name"] == "best":
+        model.meta_estimator_ = PassthroughMeta.from_state(meta["state"], meta_arrays)
     else:
         model.meta_estimator_ = LightGBMMeta.from_state(meta["state"], meta_arrays, model_text=model_text)
     model.meta_name_ = meta["name"]

@@ -57,7 +57,7 @@ def write_oof(store, model, training_set: TrainingSet, name: str, *, version: An
         "dim": int(oof.shape[1]),
         "dtype": "float32",
         "classes": [str(c) for c in model.classes_],
-        "features": list(model.oof_feature_names_),
+        "features": [str(n) for n in model.get_feature_names_out()],
         "base": model.base if isinstance(model.base, str) else type(model.base).__name__,
         "extras": list(model.extras),
         "n_splits": int(model.n_splits_),

@@ -69,15 +69,21 @@ def test_manifest_records_what_the_model_was_trained_on(tmp_path, digits_store):
     manifest = json.loads((path / "manifest.json").read_text())
 
     assert manifest["class"] == "StackingClassifier" and manifest["format"] == "stackers.StackingClassifier"
-    assert manifest["params"] == {"base": "logistic", "meta": "auto", "cv": 3, "extras": [], "C": 1.0,
-                                  "random_state": 0, "n_jobs": None}
+    assert manifest["params"] == {"base": "logistic", "meta": "auto", "cv": 3, "extras": [], "C": "auto",
+                                  "threshold": "auto", "random_state": 0, "n_jobs": None}
+    # Each block's tuned probe setting is kept with its arrays, and the loaded probes use it.
+    for block in manifest["blocks"]:
+        chosen = model.probe_params_[block["name"]]
+        assert block["estimators"]["logistic"]["params"] == {"C": chosen["C"], "standardize": chosen["standardize"]}
+    assert manifest["probe_params"] == json.loads(json.dumps(model.probe_params_))
+    assert manifest["threshold"] is None  # ten classes: no binary threshold
     assert manifest["classes"]["values"] == [f"digit{d}" for d in range(10)]
     assert [(b["name"], b["dim"]) for b in manifest["blocks"]] == [("top", 32), ("bottom", 32)]
     assert manifest["sources"]["top"]["version"] == 1
     assert manifest["sources"]["bottom"]["spec"]["encoder"] == "external:bottom"
     assert manifest["key"] == ["id"] and manifest["columns"] == ["parity"]
     assert manifest["metrics"] == {"accuracy": 0.97}
-    assert set(manifest["meta"]["scores"]) == {"logistic", "lightgbm"}
+    assert set(manifest["meta"]["scores"]) == {"logistic", "logistic (balanced)", "lightgbm", "best"}
     assert {"python", "numpy", "scikit-learn", "lightgbm"} <= set(manifest["versions"])
     assert manifest["versions"]["scikit-learn"] == library_version("scikit-learn") is not None
     assert stackers.read_manifest(path) == manifest

@@ -53,11 +53,17 @@ def test_report_of_a_model_and_test_set(split, tmp_path):
     model = StackingClassifier(meta="logistic", cv=3).fit(train)
     paths = stackers.report(model, test, out=tmp_path / "r", n_boot=100)
     written = json.loads(paths["metrics"].read_text())
-    assert set(written["models"]) == {"probe:top", "probe:bottom", "stack"}
+    # Without the training rows: the stack against its own base learners, and the report says baselines are missing.
+    assert set(written["models"]) == {"base:top", "base:bottom", "stack"}
+    assert written["notes"][0].startswith("Baselines missing") and written["notes"][0] in paths.text
     stack_acc = float(np.mean(model.predict(test) == test.y))
     assert written["models"]["stack"]["metrics"]["accuracy"]["value"] == pytest.approx(stack_acc)
     with pytest.raises(ValueError, match="needs data_test"):
         stackers.report(model, out=tmp_path / "r2")
+    full = stackers.report(model, test, out=tmp_path / "r3", data_train=train, n_boot=100)
+    written = json.loads(full["metrics"].read_text())
+    assert set(written["models"]) == {"probe:top", "probe:bottom", "concat", "stack"} and written["notes"] == []
+    assert written["headline"] and written["headline"] in full.text
 
 
 @pytest.mark.parametrize("args, kwargs, match", [
