@@ -4,10 +4,13 @@
 >>> store = featurestore.open("./store")
 >>> pipelines.embed(store, "reviews.parquet", key="id", text="text",
 ...                 encoder="sentence-transformers:all-MiniLM-L6-v2", name="reviews_minilm")
+>>> pipelines.predict("reviews_class", store, "new_reviews.parquet", text="review")  # embeds the rows sets lack
 """
 
 from ._runner import EmbedResult, embed, embed_layers, layer_name
+from ._serve import NotRecomputableWarning, predict
 from ._spec import JobSpec, run_job
 from .sources import TableSource
 
-__all__ = ["embed", "embed_layers", "EmbedResult", "JobSpec", "run_job", "layer_name", "TableSource"]
+__all__ = ["embed", "embed_layers", "EmbedResult", "JobSpec", "run_job", "layer_name", "TableSource", "predict",
+           "NotRecomputableWarning"]

@@ -60,7 +60,9 @@ def test_stack_train_predict_report(digits_store, tmp_path):
     pq.write_table(pq.read_table(labels).select(["id", "ink"]).slice(0, 25), keys)
     pred = runner.invoke(cli, ["stack", "predict", "-s", root, "-m", "digits", "--keys", str(keys), "--json"])
     assert pred.exit_code == 0, pred.output
-    rows = json.loads(pred.stdout)
+    out = json.loads(pred.stdout)  # one shape with or without --output: the predictions are under "predictions"
+    rows = out["predictions"]
+    assert out["rows"] == 25 and out["output"] is None
     assert len(rows) == 25 and rows[0]["id"] == 3 and rows[0]["prediction"].startswith("digit")
     truth = pq.read_table(labels).column("label").to_pylist()[:25]
     assert np.mean([r["prediction"] == t for r, t in zip(rows, truth)]) > 0.8
@@ -73,7 +75,8 @@ def test_stack_train_predict_report(digits_store, tmp_path):
                                           "--json or --output FILE gives them all.")
     written = runner.invoke(cli, ["stack", "predict", "-s", root, "-m", "digits", "--keys", str(keys),
                                   "-o", str(tmp_path / "pred.csv"), "--json"])
-    assert json.loads(written.stdout) == {"rows": 25, "output": str(tmp_path / "pred.csv")}
+    assert json.loads(written.stdout) == {"rows": 25, "output": str(tmp_path / "pred.csv"), "embedded": {},
+                                          "failed": 0, "predictions": None}
     assert pa_csv.read_csv(tmp_path / "pred.csv").column("prediction").to_pylist() == [r["prediction"] for r in rows]
 
     again = runner.invoke(cli, ["stack", "report", "-s", root, "-m", "digits", "--json"])
@@ -99,15 +102,26 @@ def test_demo_end_to_end_small(tmp_path):
     assert first.exit_code == 0, first.output
     result = json.loads(first.stdout)
     assert result["embed"]["reviews_minilm"]["rows_written"] == 300
-    assert set(result["metrics"]["models"]) == {"probe:reviews_minilm", "probe:reviews_minilm_layer3",
-                                                "probe:reviews_tfidf", "concat", "stack"}
+    sets = ["reviews_minilm", "reviews_minilm_layer3", "reviews_wordllama", "reviews_tfidf"]
+    for task in ("reviews_class", "reviews_recommend"):
+        assert set(result["models"][task]["metrics"]["models"]) == {*(f"probe:{s}" for s in sets), "concat", "stack"}
+        assert "best baseline" in result["models"][task]["metrics"]["headline"]
+        assert (store / "models" / task / "report" / "comparison.png").is_file()
     assert all(len(hits) == 3 for hits in result["sql"].values())
-    assert (store / "models" / "reviews_class" / "report" / "comparison.png").is_file()
+    # The TF-IDF + SVD encoder was fitted on training rows of both tasks only: no held-out review of either.
+    held_out = set()
+    for task in ("reviews_class", "reviews_recommend"):
+        held_out |= set(pq.read_table(store / "models" / task / "heldout.parquet").column("id").to_pylist())
+    assert result["tfidf_fit_rows"] == 300 - len(held_out)
+    # Unseen reviews were embedded into every set of the model and scored.
+    assert len(result["predictions"]) == 5 and all(p["prediction"] in ("yes", "no") for p in result["predictions"])
     second = runner.invoke(cli, ["demo", "--store", str(store), "--rows", "300", "--no-progress", "--json"])
     assert second.exit_code == 0, second.output
-    assert json.loads(second.stdout)["embed"]["reviews_minilm"]["rows_skipped"] == 300
+    again = json.loads(second.stdout)
+    assert again["embed"]["reviews_minilm"]["rows_skipped"] == 300
+    assert again["tfidf_encoder"] == result["tfidf_encoder"]  # the same fit, saved once (content-addressed)
     names = {r["name"] for r in featurestore.open(store).list()}
-    assert names == {"reviews_minilm", "reviews_minilm_layer3", "reviews_tfidf", "reviews_class_oof"}
+    assert names == {*sets, "reviews_class_oof", "reviews_recommend_oof"}
 
 
 def test_stack_train_refuses_to_overwrite_a_model_without_force(digits_store):
@@ -122,3 +136,23 @@ def test_stack_train_refuses_to_overwrite_a_model_without_force(digits_store):
     assert (store.models_dir / "digits" / "manifest.json").read_bytes() == before  # untouched
     forced = runner.invoke(cli, [*args, "--force"])
     assert forced.exit_code == 0, forced.output
+
+
+def test_stack_train_takes_the_stackers_options(digits_store):
+    store, labels = digits_store
+    runner = CliRunner()
+    base = ["stack", "train", "-s", str(store.root), "--sets", "left_half,right_half", "--labels", str(labels),
+            "--cv", "2", "--meta", "logistic", "--json"]
+    result = runner.invoke(cli, [*base, "--name", "fixed", "--C", "0.5", "--extras", "centroid", "--no-threshold"])
+    assert result.exit_code == 0, result.output
+    params = stackers.read_manifest(store.models_dir / "fixed")["params"]
+    assert (params["C"], params["extras"], params["threshold"]) == (0.5, ["centroid"], None)
+    tuned = stackers.read_manifest(store.models_dir / "fixed")["probe_params"]
+    assert {p["C"] for p in tuned.values()} == {0.5}  # a number fixes every set's C
+    default = runner.invoke(cli, [*base, "--name", "tuned"])
+    assert default.exit_code == 0, default.output
+    params = stackers.read_manifest(store.models_dir / "tuned")["params"]
+    assert (params["C"], params["extras"], params["threshold"]) == ("auto", [], "auto")
+    for bad in (["--C", "0"], ["--C", "x"], ["--extras", "knn"]):
+        refused = runner.invoke(cli, [*base, "--name", "bad", *bad])
+        assert refused.exit_code == 2 and not (store.models_dir / "bad").exists()

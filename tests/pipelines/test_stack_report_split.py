@@ -65,8 +65,9 @@ def test_report_from_another_directory_scores_what_train_scored(trained, monkeyp
     want = result["metrics"]
     assert got["n_test"] == want["n_test"] == result["split"]["n_test"]
     # Same rows, same order, same bootstrap: the stack and the per-set probes score exactly as at training.
-    for name in ("stack", *(f"probe:{s}" for s in SETS)):
+    for name in ("stack", "concat", *(f"probe:{s}" for s in SETS)):
         assert got["models"][name]["metrics"] == want["models"][name]["metrics"], name
+    assert got["headline"] == want["headline"] and got["paired"] == want["paired"]
     split = json.loads((store.models_dir / "digits" / "split.json").read_text())
     assert os.path.isabs(split["labels"]) and split["heldout"] == "heldout.parquet"
 
@@ -106,3 +107,25 @@ def test_report_scores_exactly_the_heldout_keys(trained):
     out = runner.invoke(cli, ["stack", "report", "-s", str(store.root), "-m", "digits", "--labels", str(partial),
                               "--out", str(root / "r3")])
     assert out.exit_code == 1 and "1 of the" in out.output and "held-out keys have no row" in out.output
+
+
+def test_report_refits_the_baselines_from_the_saved_training_rows(trained, tmp_path):
+    store, result = trained["store"], trained["result"]
+    model_dir = store.models_dir / "digits"
+    saved = pq.read_table(model_dir / "train.parquet")
+    heldout = pq.read_table(model_dir / "heldout.parquet")
+    assert saved.num_rows == result["split"]["n_train"] and set(saved.column_names) == {"id", "label", "ink"}
+    assert not set(saved.column("id").to_pylist()) & set(heldout.column("id").to_pylist())
+
+    # A model saved before train.parquet existed: still reported (the stack and its own base learners), and the
+    # report says the baselines are missing and how to get them.
+    old = store.models_dir / "digits_old"
+    shutil.copytree(model_dir, old)
+    (old / "train.parquet").unlink()
+    out = CliRunner().invoke(cli, ["stack", "report", "-s", str(store.root), "-m", "digits_old",
+                                   "--out", str(tmp_path / "old")])
+    assert out.exit_code == 0, out.output
+    assert "Baselines missing" in out.output and "has no train.parquet" in out.output
+    got = json.loads((tmp_path / "old" / "metrics.json").read_text())
+    assert set(got["models"]) == {"stack", *(f"base:{s}" for s in SETS)}
+    assert got["models"]["stack"]["metrics"] == result["metrics"]["models"]["stack"]["metrics"]
