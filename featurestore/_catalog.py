@@ -15,8 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._error_rows import KIND, MESSAGE, error_rows_sql
-from ._format import EMBEDDING
+from ._error_rows import KIND, MESSAGE, REASON, error_rows_sql
+from ._format import EMBEDDING, RUN_ID
 from ._lock import FileLock
 from ._manifest import SCHEMA_FILE, Manifest
 from ._newest import commit_number_sql, newest_per_key_sql
@@ -76,17 +76,21 @@ def _select_sql(version_dir: Path, m: Manifest, base: Path | None = None) -> str
     )
 
 
-def errors_sql(version_dir: Path, m: Manifest, base: Path | None = None) -> str | None:
+def errors_sql(version_dir: Path, m: Manifest, base: Path | None = None) -> str:
     """The current error of each key: its newest error row, unless a row for that key was committed after it.
 
     A rerun that fails again on a row adds a new error file, and a row fixed later succeeds: neither may show
-    a stale or repeated error. Each row has ``kind``, ``message`` and ``reason`` (see ``_error_rows``).
+    a stale or repeated error. Each row has ``kind``, ``message`` and ``reason`` (see ``_error_rows``). A version
+    without errors gives the same columns and no rows, so ``"name@errors"`` exists for every feature set.
     """
-    if not m.errors:
-        return None
+    keys = [quote_ident(k) for k in m.key]
+    if not m.errors:  # the key columns with their types come from the version's schema file
+        [schema] = _paths(version_dir, [SCHEMA_FILE], base)
+        return (f"SELECT {int(m.version)} AS version, {', '.join(keys)}, NULL::VARCHAR AS {KIND}, "
+                f"NULL::VARCHAR AS {MESSAGE}, NULL::VARCHAR AS {REASON}, NULL::VARCHAR AS {quote_ident(RUN_ID)} "
+                f"FROM read_parquet({_file_list([schema])}) WHERE false")
     err_files = [p.file for p in m.errors]
     err_paths = _paths(version_dir, err_files, base)
-    keys = [quote_ident(k) for k in m.key]
     rows = error_rows_sql(f"read_parquet({_file_list(err_paths)}, union_by_name = true, "
                           f"filename = {_sql_str(_FILE_COLUMN)})")
     # Rows whose key could not be read (a broken source line) have null keys: each keeps its own kind and message.
@@ -146,8 +150,9 @@ Broken = tuple[str, int, bool, str]  # (name, version, is latest, why it cannot 
 def view_names(entries: list[tuple[Path, Manifest, bool]], broken: list[Broken] = ()) -> set[str]:
     """Every view :func:`define_views` makes for these versions: latest, per version, errors, and broken ones."""
     names = {m.name for _, m, latest in entries if latest} | {version_view(m.name, m.version) for _, m, _ in entries}
-    names |= {errors_view(m.name) for _, m, _ in entries if m.errors}
-    return names | {version_view(n, v) for n, v, _, _ in broken} | {n for n, _, latest, _ in broken if latest}
+    names |= {errors_view(m.name) for _, m, _ in entries}
+    names |= {version_view(n, v) for n, v, _, _ in broken}
+    return names | {v for n, _, latest, _ in broken if latest for v in (n, errors_view(n))}
 
 
 def define_views(con: Any, entries: list[tuple[Path, Manifest, bool]], *, persistent: bool,
@@ -162,6 +167,7 @@ def define_views(con: Any, entries: list[tuple[Path, Manifest, bool]], *, persis
         con.execute(f"CREATE OR REPLACE VIEW {quote_ident(version_view(name, version))} AS {sql}")
         if latest:
             con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {sql}")
+            con.execute(f"CREATE OR REPLACE VIEW {quote_ident(errors_view(name))} AS {sql}")
     by_name: dict[str, list[tuple[Path, Manifest]]] = {}
     for vdir, m, latest in entries:
         sql = _select_sql(vdir, m, base)
@@ -170,9 +176,8 @@ def define_views(con: Any, entries: list[tuple[Path, Manifest, bool]], *, persis
             con.execute(f"CREATE OR REPLACE VIEW {quote_ident(m.name)} AS {sql}")
         by_name.setdefault(m.name, []).append((vdir, m))
     for name, versions in by_name.items():
-        parts = [s for vdir, m in versions if (s := errors_sql(vdir, m, base))]
-        if parts:
-            con.execute(f"CREATE OR REPLACE VIEW {quote_ident(errors_view(name))} AS " + " UNION ALL BY NAME ".join(parts))
+        parts = [errors_sql(vdir, m, base) for vdir, m in versions]
+        con.execute(f"CREATE OR REPLACE VIEW {quote_ident(errors_view(name))} AS " + " UNION ALL BY NAME ".join(parts))
     for table_name, table in metadata_tables(entries).items():
         con.register("_fs_tmp", table)
         kind = "TABLE" if persistent else "TEMP TABLE"

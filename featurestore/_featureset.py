@@ -140,9 +140,7 @@ class FeatureSet:
 
         A key that failed again on a rerun shows once; a key whose row was committed after its error shows not at all.
         """
-        sql = errors_sql(self.path, self.manifest)
-        if sql is None:
-            return pa.table({})
+        sql = errors_sql(self.path, self.manifest)  # no rows, same columns, when there were no errors
         import duckdb
 
         with duckdb.connect(":memory:") as con:

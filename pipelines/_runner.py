@@ -76,7 +76,7 @@ def embed(store: featurestore.Store | str | os.PathLike[str], source: Any, *, ke
     error. ``version="auto"`` appends to the version with the same encoder spec or starts a new one.
     """
     _check_options(encoder_options)
-    targets = [(name, _build_encoder(encoder, encoder_options))]
+    targets = [(name, _build_encoder(encoder, encoder_options, store))]
     return _run(store, source, targets, key=key, text=text, version=version, chunk_rows=chunk_rows,
                 partition_rows=partition_rows, progress=progress, on_progress=on_progress,
                 lock_timeout=lock_timeout, limit=limit)[0]
@@ -107,16 +107,39 @@ def embed_layers(store: featurestore.Store | str | os.PathLike[str], source: Any
     if len(set(layers)) != len(layers):
         raise ValueError(f"Repeated layer in {layers}: each layer is one feature set.")
     own = {k: v for k, v in encoder_options.items() if k != "pooling"}  # the model's output has its own pooling
-    targets = [(name, _build_encoder(encoder, own)) if k is None
-               else (layer_name(name, k), _build_encoder(encoder, {**encoder_options, "layer": k})) for k in layers]
+    targets = [(name, _build_encoder(encoder, own, store)) if k is None
+               else (layer_name(name, k), _build_encoder(encoder, {**encoder_options, "layer": k}, store))
+               for k in layers]
     return _run(store, source, targets, key=key, text=text, version=version, chunk_rows=chunk_rows,
                 partition_rows=partition_rows, progress=progress, on_progress=on_progress,
                 lock_timeout=lock_timeout, limit=limit)
 
 
+#: in a list of layers, the model's own output (its own pooling and normalisation), beside hidden layers
+MODEL_OUTPUT = "model"
+
+
 def layer_name(name: str, layer: int) -> str:
-    """``reviews_minilm`` + layer 3 -> ``reviews_minilm_layer3``; layer -1 -> ``reviews_minilm_layer_m1``."""
+    """``reviews_minilm`` + layer 3 -> ``reviews_minilm_layer3``; layer -1 -> ``reviews_minilm_layer_m1``.
+
+    ``m`` stands for minus: a feature set name is an SQL identifier, so it cannot hold ``-``.
+    """
     return f"{name}_layer{layer}" if layer >= 0 else f"{name}_layer_m{-layer}"
+
+
+def parse_layer(value: Any) -> int | None:
+    """A layer as written in a flag or a spec: an int (negative counts from the end), or ``"model"`` (None)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() == MODEL_OUTPUT:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"A layer is an int or {MODEL_OUTPUT!r} (the model's own output). Got {value!r} instead.")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"A layer is an int or {MODEL_OUTPUT!r} (the model's own output). Got {value!r} "
+                         "instead.") from None
 
 
 def _check_options(encoder_options: dict[str, Any]) -> None:
@@ -125,12 +148,12 @@ def _check_options(encoder_options: dict[str, Any]) -> None:
         raise ValueError(f"Unknown option(s) {unknown} for embed(). Valid encoder options: {list(ENCODER_OPTIONS)}")
 
 
-def _build_encoder(encoder: str | Any, options: dict[str, Any]) -> Any:
+def _build_encoder(encoder: str | Any, options: dict[str, Any], store: Any) -> Any:
     from featurestore.encoders import get_encoder
 
     options = {k: v for k, v in options.items() if v is not None}
-    if isinstance(encoder, str):
-        return get_encoder(encoder, **options)
+    if isinstance(encoder, str):  # a fitted encoder ("tfidf-svd:<id>") reads its state from the store
+        return get_encoder(encoder, store=store, **options)
     if options:
         raise ValueError(f"Encoder option(s) {sorted(options)} given with a {type(encoder).__name__} object: options "
                          "apply only when the encoder is given by name; configure the Encoder object instead.")
@@ -169,6 +192,8 @@ def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, target
     with contextlib.ExitStack() as stack:
         sinks: list[Sink] = []
         for set_name, enc in targets:
+            if getattr(enc, "stored_state", False):  # fitted state goes with its vectors (idempotent)
+                enc.save(store)
             spec = enc.spec()
             provenance = {**enc.provenance(), **source_facts}
             run_info = {"source": src.description, "encoder": spec.get("encoder")}

@@ -7,7 +7,8 @@ key = "id"
 text = "review"
 encoder = "sentence-transformers:all-MiniLM-L6-v2"
 name = "reviews_minilm"
-layers = [3, -1]          # optional: one feature set per hidden layer, named <name>_layer<k>, one pass
+layers = [3, -1]          # optional: one feature set per layer, one pass; "model" is the model's own output.
+                          # One layer keeps <name>; several are <name>_layer3, <name>_layer_m1 ("model": <name>)
 [options]                 # optional encoder options
 pooling = "mean"
 batch_size = 32
@@ -24,7 +25,7 @@ from typing import Any
 
 from featurestore.errors import ValidationError
 
-from ._runner import ENCODER_OPTIONS
+from ._runner import ENCODER_OPTIONS, parse_layer
 
 try:
     import tomllib
@@ -43,7 +44,7 @@ class JobSpec:
     encoder: str = "sentence-transformers:all-MiniLM-L6-v2"
     store: str = "./store"
     version: str | int = "auto"
-    layers: list[int] = field(default_factory=list)
+    layers: list[int | str | None] = field(default_factory=list)  # ints, or "model" / None for the model's output
     limit: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
     key_types: dict[str, str] = field(default_factory=dict)
@@ -71,6 +72,12 @@ class JobSpec:
         data = dict(data)
         if isinstance(data.get("key"), str):
             data["key"] = [data["key"]]
+        if "layers" in data:
+            layers = data["layers"] if isinstance(data["layers"], list) else [data["layers"]]
+            try:
+                data["layers"] = [parse_layer(k) for k in layers]
+            except ValueError as exc:
+                raise ValidationError(f"Job spec field 'layers': {exc}") from None
         bad = sorted(set(data.get("options", {})) - set(ENCODER_OPTIONS))
         if bad:
             raise ValidationError(f"Unknown encoder option(s) {bad} in the job spec. Valid: {list(ENCODER_OPTIONS)}")
@@ -90,6 +97,11 @@ def run_job(spec: JobSpec | str | Path, **overrides: Any) -> list[Any]:
     source: Any = TableSource(spec.source, key_types=spec.key_types) if spec.key_types else spec.source
     common = dict(key=spec.key, text=spec.text, encoder=spec.encoder, version=spec.version, limit=spec.limit,
                   **spec.options, **overrides)
-    if spec.layers:
-        return embed_layers(spec.store, source, name=spec.name, layers=spec.layers, **common)
+    layers = [parse_layer(k) for k in spec.layers]
+    if len(layers) > 1:  # one set per layer: NAME for the model's output, NAME_layer3, NAME_layer_m1 (layer_name)
+        return embed_layers(spec.store, source, name=spec.name, layers=layers, **common)
+    if layers == [None]:  # the model's own output: its own pooling, as in embed_layers
+        common.pop("pooling", None)
+    elif layers:  # one layer keeps the name the user gave
+        common["layer"] = layers[0]
     return [embed(spec.store, source, name=spec.name, **common)]

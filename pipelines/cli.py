@@ -1,13 +1,12 @@
 """The ``featurestore`` command line.
 
 Exit codes: 0 success, 1 a feature store error (message on stderr), 2 a usage error, 3 ``doctor`` found problems it
-did not repair.
+did not repair. What every command shares (list options, -q/-v/--log-level, --json errors) is in ``_cli_common``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,55 +14,17 @@ from typing import Any
 import click
 
 import featurestore
-from featurestore.errors import FeatureStoreError
 
-STORE_HELP = "Store folder (env FEATURESTORE_STORE)."
-
-
-class _Group(click.Group):
-    """Turns our domain errors into one line on stderr and exit code 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        import duckdb
-
-        try:
-            return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except (FeatureStoreError, duckdb.Error, ValueError, LookupError, OSError) as exc:
-            if os.environ.get("FEATURESTORE_DEBUG"):  # every error, ours included, with its traceback
-                raise
-            if isinstance(exc, FeatureStoreError):
-                raise click.ClickException(str(exc)) from exc
-            if isinstance(exc, duckdb.Error):  # a bad query: say what DuckDB said, no traceback
-                raise click.ClickException(f"SQL error: {exc}") from exc
-            # bad input reaching a library (stackers, sklearn, files)
-            raise click.ClickException(f"{exc}\n  (set FEATURESTORE_DEBUG=1 for the traceback)") from exc
-
-
-def store_option(f):
-    return click.option("--store", "-s", "store_path", default="./store", envvar="FEATURESTORE_STORE",
-                        show_default=True, type=click.Path(file_okay=False), help=STORE_HELP)(f)
-
-
-def json_option(f):
-    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(f)
+from ._cli_common import (Group, console as _console, echo_json as _echo_json, json_option, list_option, print_rows,
+                          quiet, store_option, table as _table)
+from ._cli_models import models
 
 
 def _open(path: str, create: bool = False) -> featurestore.Store:
     return featurestore.open(path, create=create)
 
 
-def _echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
-
-
-def _console():
-    from rich.console import Console
-    return Console()
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(featurestore.__version__, prog_name="featurestore")
 def cli() -> None:
     """An embedding feature store: encoders -> Parquet + DuckDB catalog -> stacked models.
@@ -72,8 +33,12 @@ def cli() -> None:
       featurestore init ./store
       featurestore ls --store ./store
       featurestore sql "select id, embedding from reviews_minilm limit 3"
+
+    -q/-v/--log-level work here (featurestore -v embed ...) and on every command; --json errors are JSON on stderr.
     """
 
+
+cli.add_command(models)
 
 @cli.command()
 @click.argument("path", required=False, type=click.Path(file_okay=False))
@@ -95,56 +60,94 @@ def init(path: str | None, store_path: str, as_json: bool) -> None:
 @store_option
 @json_option
 def ls(store_path: str, as_json: bool) -> None:
-    """List feature sets: latest version, rows, dim, encoder."""
-    rows = _open(store_path).list()
-    if as_json:
-        _echo_json(rows)
-        return
-    if not rows:
-        click.echo("No feature sets yet. Add one with `featurestore embed` or store.write().")
-        return
-    from rich.table import Table
-    table = Table("name", "version", "rows", "dim", "dtype", "encoder", "metric", "errors")
-    for r in rows:
-        table.add_row(r["name"], f"v{r['version']}" + (f" (of {len(r['versions'])})" if len(r["versions"]) > 1 else ""),
-                      f"{r['rows']:,}", str(r["dim"]), r["dtype"], str(r["encoder"]), str(r["metric"]),
-                      str(r["errors"]))
-    _console().print(table)
+    """List feature sets: latest version, rows, dim, dtype, encoder, metric, error rows.
+
+    Names and encoders are printed whole (wrapped in a narrow terminal, never cut). --json gives a list, one object
+    per feature set.
+    """
+    print_rows(_open(store_path).list(), as_json,
+               empty="No feature sets yet. Add one with `featurestore embed` or store.write().",
+               columns=("name", "version", "rows", "dim", "dtype", "encoder", "metric", "errors"), cells=_ls_cells)
+
+
+def _ls_cells(r: dict[str, Any]) -> tuple[str, ...]:
+    version = f"v{r['version']}" + (f" (of {len(r['versions'])})" if len(r["versions"]) > 1 else "")
+    return (r["name"], version, f"{r['rows']:,}", str(r["dim"]), r["dtype"], str(r["encoder"]), str(r["metric"]),
+            str(r["errors"]))
 
 
 @cli.command()
 @click.argument("name")
-@click.option("--version", "-v", "version", type=click.IntRange(min=1), default=None, help="A version other than the latest.")
+@click.option("--version", "version", type=click.IntRange(min=1), default=None, help="A version other than the latest.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "toml"]), default="text", show_default=True,
+              help="text for people; json (same as --json) or toml for programs.")
+@click.option("--spec", "spec_only", is_flag=True, help="Only the spec (the encoder's definition of the vectors); "
+              "as JSON unless --format toml.")
+@click.option("--partitions", is_flag=True, help="Also every partition and error file: rows, bytes, created, run.")
 @store_option
 @json_option
-def show(name: str, version: int | None, store_path: str, as_json: bool) -> None:
-    """Show NAME's spec, provenance, partitions and runs."""
+def show(name: str, version: int | None, fmt: str, spec_only: bool, partitions: bool, store_path: str,
+         as_json: bool) -> None:
+    """Show NAME's spec, provenance, partitions and runs.
+
+    \b
+      featurestore show reviews_minilm
+      featurestore show reviews_minilm --spec --format toml
+      featurestore show reviews_minilm --partitions --json
+
+    Every run and column is listed; nothing is cut. --json gives one object.
+    """
+    from ._cli_show import set_info
+
     store = _open(store_path)
-    fs = store.get(name, version)
-    m = fs.manifest
-    info = {
-        "name": fs.name, "version": fs.version, "versions": store.versions(name), "view": fs.view,
-        "rows": fs.count(), "dim": fs.dim, "dtype": fs.dtype, "key": fs.key, "spec": m.spec,
-        "provenance": m.provenance, "columns": m.columns, "partitions": len(m.partitions),
-        "bytes": sum(p.bytes for p in m.partitions), "error_rows": sum(p.rows for p in m.errors), "runs": m.runs,
-    }
-    if as_json:
-        _echo_json(info)
-        return
+    info = set_info(store, name, version, partitions=partitions)
+    fmt = "json" if as_json else fmt
+    if spec_only:
+        _print_data(info["spec"], "toml" if fmt == "toml" else "json")
+    elif fmt != "text":
+        _print_data(info, fmt)
+    else:
+        _show_text(info, partitions)
+
+
+def _print_data(obj: Any, fmt: str) -> None:
+    from ._cli_show import to_toml
+
+    if fmt == "toml":
+        click.echo(to_toml(obj), nl=False)
+    else:
+        _echo_json(obj)
+
+
+def _show_text(info: dict[str, Any], partitions: bool) -> None:
+    from ._cli_show import to_toml
+
     c = _console()
-    c.print(f"[bold]{fs.name}[/bold] v{fs.version}  (versions {info['versions']}, SQL view {fs.view})")
-    c.print(f"rows {info['rows']:,}  dim {fs.dim}  dtype {fs.dtype}  key {fs.key}  "
-            f"partitions {info['partitions']} ({info['bytes'] / 1e6:.1f} MB)  error rows {info['error_rows']}")
-    c.print("[bold]spec[/bold]", m.spec)
-    if m.provenance:
-        c.print("[bold]provenance[/bold]", m.provenance)
-    from rich.table import Table
-    runs = Table("run", "status", "read", "written", "skipped", "failed", "seconds", "rows/s", title="runs")
-    for r in m.runs[-10:]:
-        runs.add_row(str(r.get("run_id")), str(r.get("status")), str(r.get("rows_read", "")),
-                     str(r.get("rows_written", "")), str(r.get("rows_skipped", "")), str(r.get("rows_failed", "")),
-                     str(r.get("seconds", "")), str(r.get("rows_per_s", "")))
+    c.print(f"[bold]{info['name']}[/bold] v{info['version']}  (versions {info['versions']}, SQL view {info['view']}, "
+            f"errors view \"{info['errors_view']}\")", highlight=False)
+    c.print(f"rows {info['rows']:,}  dim {info['dim']}  dtype {info['dtype']}  key {info['key']}  "
+            f"partitions {info['partitions']} ({info['bytes']:,} bytes)  error rows {info['error_rows']}",
+            highlight=False)
+    for section in ("spec", "provenance"):
+        if info[section]:
+            click.echo(f"{section}:")
+            click.echo("".join(f"  {line}\n" for line in to_toml(info[section]).splitlines() if line), nl=False)
+    click.echo("columns: " + ", ".join(f"{k} {t}" for k, t in info["columns"].items()))
+    if partitions:
+        files = _table("file", "kind", "rows", "bytes", "created", "run", "crc32", title="partitions")
+        for f in info["partition_files"]:
+            files.add_row(f["file"], f["kind"], f"{f['rows']:,}", f"{f['bytes']:,}", f["created_at"], f["run_id"],
+                          f"{f['crc32']:08x}")
+        c.print(files)
+    runs = _table("run", "status", "started", "read", "written", "skipped", "failed", "seconds", "rows/s",
+                  title=f"runs ({len(info['runs'])})")
+    for r in info["runs"]:
+        runs.add_row(*(str(r.get(k, "")) if r.get(k) is not None else "" for k in
+                       ("run_id", "status", "started_at", "rows_read", "rows_written", "rows_skipped", "rows_failed",
+                        "seconds", "rows_per_s")))
     c.print(runs)
+    if not partitions:
+        click.echo("(--partitions lists every file with its rows, bytes and creation time)")
 
 
 def _cell(value: Any, width: int = 60) -> str:
@@ -162,15 +165,26 @@ def _cell(value: Any, width: int = 60) -> str:
 @click.option("--max-rows", type=click.IntRange(min=1), default=50, show_default=True, help="Rows shown by the table format.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop the query after this many seconds.")
 @click.option("--memory-limit", help="Cap DuckDB's memory, e.g. 2GB (default: DuckDB's, 80% of RAM).")
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
+              help="A value for $NAME in the query; repeat for several. VALUE is JSON when it parses as JSON (10, "
+                   "[0.1, 0.2], \"text\"), else text; @FILE reads a .npy array, a .json file or a text file.")
 def sql(query: str, store_path: str, fmt: str, as_json: bool, max_rows: int, timeout: float | None,
-        memory_limit: str | None) -> None:
+        memory_limit: str | None, params: tuple[str, ...]) -> None:
     """Run a read-only SQL QUERY over the feature set views. Ctrl-C stops it.
 
     \b
       featurestore sql "select id, array_cosine_similarity(embedding, embedding) from reviews_minilm limit 3"
       featurestore sql "select * from runs" --json --timeout 30
+      featurestore sql "select id from reviews_minilm where id < $n" --param n=10
+      featurestore sql "select id, array_cosine_similarity(embedding, $q::FLOAT[384]) as score
+          from reviews_minilm order by score desc limit 5" --param q=@query.npy
+
+    --json (or --format json) prints a list: one object per row.
     """
-    result = _open(store_path).sql(query, timeout=timeout, memory_limit=memory_limit)
+    from ._sql_params import parse_params
+
+    values = parse_params(params) if params else None
+    result = _open(store_path).sql(query, params=values, timeout=timeout, memory_limit=memory_limit)
     try:
         table = result.arrow()
     except KeyboardInterrupt:
@@ -198,12 +212,15 @@ def sql(query: str, store_path: str, fmt: str, as_json: bool, max_rows: int, tim
 @click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False), help="A TOML job spec (flags given too override it).")
 @store_option
 @click.option("--source", help="Parquet/CSV/JSONL file or folder.")
-@click.option("--key", "keys", multiple=True, help="Key column (repeat for a compound key). Default: id.")
+@list_option("--key", "keys", metavar="COL[,COL]", help="Key column(s); two or more make a compound key. Default: id.")
 @click.option("--text", help="Text column to embed. Default: text.")
 @click.option("--encoder", "-e", envvar="FEATURESTORE_ENCODER", help="e.g. sentence-transformers:all-MiniLM-L6-v2 or hash:64.")
 @click.option("--name", "-n", help="Feature set to write.")
 @click.option("--version", "version", default=None, help="auto (default: same spec appends, new spec = new version), new, or a number.")
-@click.option("--layer", "layers", multiple=True, type=int, help="Hidden layer (0 = embeddings, -1 = last); repeat for several: one feature set per layer, named NAME_layerK, all from one forward pass.")
+@list_option("--layers", "--layer", "layers", metavar="K[,K]", help="Hidden layer(s) to store instead of the "
+             "model's output: 0 = embedding output, -1 = last, 'model' = the model's own output. One layer is "
+             "written to NAME; several, from one forward pass, to NAME_layerK each (NAME_layer_mK for -K; 'model' "
+             "to NAME).")
 @click.option("--pooling", type=click.Choice(["mean", "cls"]), help="Pooling of a hidden layer.")
 @click.option("--device", help="cuda, mps or cpu (default: the best available).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Texts per forward pass (default: chosen by device).")
@@ -224,11 +241,13 @@ def embed(spec_path, store_path, source, keys, text, encoder, name, version, lay
           --encoder sentence-transformers:all-MiniLM-L6-v2 --name reviews_minilm
       featurestore embed --spec jobs/reviews.toml
       featurestore embed --source reviews.parquet --text review -e sentence-transformers:all-MiniLM-L6-v2 \\
-          --name reviews_minilm --layer 3 --layer -1 --pooling mean
+          --name reviews_minilm --layers model,3 --pooling mean
 
-    A rerun skips rows already embedded; rows with null, empty or non-text values go to NAME's errors table.
+    A rerun skips rows already embedded; rows with null, empty or non-text values go to the view "NAME@errors".
+    --json prints a list: one result per feature set written.
     """
     from . import JobSpec, run_job
+    from ._runner import parse_layer
 
     ctx = click.get_current_context()
     given = lambda p: ctx.get_parameter_source(p) not in (None, click.core.ParameterSource.DEFAULT)  # noqa: E731
@@ -254,13 +273,20 @@ def embed(spec_path, store_path, source, keys, text, encoder, name, version, lay
     if version is not None:
         job.version = int(version) if version.isdigit() else version
     if layers:
-        job.layers = list(layers)
+        try:
+            job.layers = [parse_layer(k) for k in layers]
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--layers") from None
+        if len(set(job.layers)) != len(job.layers):
+            raise click.BadParameter(f"a layer is given twice: {list(layers)}", param_hint="--layers")
     if limit is not None:
         job.limit = limit
     flags = {"pooling": pooling, "device": device, "batch_size": batch_size, "max_seq_length": max_seq_length,
              "normalize": normalize, "dtype": dtype, "backend": backend, "precision": precision}
     job.options.update({k: v for k, v in flags.items() if v is not None})
     results = []
+    if progress is None and quiet():
+        progress = False
     for r in run_job(job, progress=progress):  # every layer in one pass over the source
         results.append(r.to_dict())
         set_name = r.name
@@ -272,21 +298,13 @@ def embed(spec_path, store_path, source, keys, text, encoder, name, version, lay
                 reasons = ", ".join(f"{k}: {v:,}" for k, v in sorted(r.errors_by_reason.items()))
                 click.echo(f"  failed rows by reason: {reasons}; see the view \"{set_name}@errors\"", err=True)
     if as_json:
-        _echo_json(results if len(results) > 1 else results[0])
-    elif not ({"precision", "backend"} & set(job.options)) and _bf16_would_help(results):
-        click.echo("tip: this CPU multiplies bf16 in hardware; --precision bf16 ran ~2x faster than fp32 on such "
-                   "a CPU, with vectors within cosine 0.9999 of fp32 (same spec, so it appends to this version).",
-                   err=True)
+        _echo_json(results)
+    elif not quiet() and not ({"precision", "backend"} & set(job.options)):
+        from ._tips import bf16_tip
 
-
-def _bf16_would_help(results: list[dict]) -> bool:
-    """An fp32 run on the CPU with the automatic backend (so --precision bf16 applies), on a CPU with bf16 units."""
-    from featurestore.encoders._run_plan import native_cpu_precision
-
-    ran = [r.get("provenance", {}) for r in results if r.get("rows_written")]
-    cpu_fp32 = any(p.get("device") == "cpu" and p.get("precision") == "fp32" and p.get("backend") in ("onnx", "torch")
-                   for p in ran)
-    return cpu_fp32 and bool(native_cpu_precision("bf16"))
+        tip = bf16_tip(results)
+        if tip:
+            click.echo(tip, err=True)
 
 
 @cli.command()
@@ -334,6 +352,8 @@ def demo(store_path, rows, seed, encoder, middle_layer, out, progress, as_json):
     if rows < 200:
         raise click.BadParameter("use at least 200 rows", param_hint="--rows")
     echo = (lambda *a, **k: click.echo(*a, err=True, **k)) if as_json else click.echo
+    if progress is None and quiet():
+        progress = False
     result = run_demo(store_path, rows=rows, seed=seed, encoder=encoder, middle_layer=middle_layer, out=out,
                       progress=progress, echo=echo)
     if as_json:
@@ -345,25 +365,49 @@ def stack() -> None:
     """Train, apply and report stacked classifiers on stored feature sets."""
 
 
+class _ProbeC(click.ParamType):
+    """``auto`` or a number > 0."""
+
+    name = "auto|C"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) or value == "auto":
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither 'auto' nor a number", param, ctx)
+        if not number > 0:
+            self.fail(f"{value!r} must be > 0", param, ctx)
+        return number
+
+
 @stack.command(name="train")
 @store_option
-@click.option("--sets", required=True, help="Comma-separated feature sets to stack.")
+@list_option("--sets", required=True, metavar="SET[,SET]", help="Feature sets to stack (one probe each).")
 @click.option("--labels", required=True, type=click.Path(exists=True, dir_okay=False), help="Parquet/CSV with key, label (and groups, columns).")
-@click.option("--key", "keys", multiple=True, help="Key column(s). Default: id.")
+@list_option("--key", "keys", metavar="COL[,COL]", help="Key column(s) of the labels table. Default: id.")
 @click.option("--label", default="label", show_default=True)
 @click.option("--groups", help="Column whose groups never straddle folds or the held-out split.")
-@click.option("--columns", help="Comma-separated columns of the labels table to feed the meta learner.")
+@list_option("--columns", metavar="COL[,COL]", help="Columns of the labels table fed to the meta learner beside the probes' scores.")
 @click.option("--name", "-n", required=True, help="Model name (saved under <store>/models/NAME).")
-@click.option("--meta", type=click.Choice(["auto", "logistic", "lightgbm"]), default="auto", show_default=True)
+@click.option("--meta", type=click.Choice(["auto", "logistic", "lightgbm", "best"]), default="auto", show_default=True,
+              help="Meta learner; auto picks by inner CV (best: the best single probe, passed through).")
 @click.option("--cv", type=click.IntRange(min=2), default=5, show_default=True, help="Folds of the out-of-fold probes.")
 @click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25, show_default=True,
               help="Share of rows (whole groups) held out.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder.")
+@list_option("--extras", metavar="KIND", help="Extra base learners per set: centroid (cosine to each class centroid).")
+@click.option("--C", "C", type=_ProbeC(), default="auto", show_default=True,
+              help="The probes' C: auto tunes it per set by out-of-fold log loss; a number > 0 fixes it.")
+@click.option("--threshold/--no-threshold", default=True, show_default=True,
+              help="For yes/no labels, predict by the cut that maximises inner out-of-fold macro-F1 (else argmax).")
 @click.option("--force", is_flag=True, help="Replace an existing model of that name.")
+@click.option("--progress/--no-progress", default=None, help="A progress bar over the steps (default: when stderr is a terminal).")
 @json_option
-def stack_train(store_path, sets, labels, keys, label, groups, columns, name, meta, cv, test_size, seed, out, force,
-                as_json):
+def stack_train(store_path, sets, labels, keys, label, groups, columns, name, meta, cv, test_size, seed, out, extras,
+                C, threshold, force, progress, as_json):
     """Fit a stacker on a training split and compare it with each single set on the held-out rows.
 
     \b
@@ -371,10 +415,13 @@ def stack_train(store_path, sets, labels, keys, label, groups, columns, name, me
     """
     from ._stack_job import train_stack
 
-    result = train_stack(_open(store_path), [s.strip() for s in sets.split(",") if s.strip()], labels,
-                         key=list(keys) or "id", label=label, groups=groups,
-                         columns=[c.strip() for c in columns.split(",")] if columns else None, name=name, meta=meta,
-                         cv=cv, test_size=test_size, seed=seed, out=out, force=force)
+    unknown = sorted(set(extras) - {"centroid"})
+    if unknown:
+        raise click.BadParameter(f"unknown extra base learner(s) {unknown}; known: centroid", param_hint="--extras")
+    result = train_stack(_open(store_path), sets, labels, key=keys or "id", label=label, groups=groups,
+                         columns=columns or None, name=name, meta=meta, cv=cv, test_size=test_size, seed=seed,
+                         out=out, force=force, progress=progress, extras=extras, C=C,
+                         threshold="auto" if threshold else None)
     if as_json:
         _echo_json({k: v for k, v in result.items() if k not in ("comparison", "estimator")}
                    | {"metrics": result["comparison"].to_dict()})
@@ -384,22 +431,86 @@ def stack_train(store_path, sets, labels, keys, label, groups, columns, name, me
 
 
 @stack.command(name="predict")
+@click.argument("model", required=False)
 @store_option
-@click.option("--model", "-m", "model_name", required=True, help="Model name under <store>/models.")
-@click.option("--keys", "keys_path", type=click.Path(exists=True, dir_okay=False), help="Parquet/CSV of keys to score (default: every key).")
+@click.option("--model", "-m", "model_name", help="Model name under <store>/models (or give it as MODEL).")
+@click.option("--keys", "keys_path", type=click.Path(exists=True, dir_okay=False), help="Parquet/CSV of stored keys to score (default: every key).")
+@click.option("--source", type=click.Path(exists=True), help="New rows: a Parquet/CSV/JSONL file or folder. Rows a feature set lacks are embedded into it first, with its recorded spec.")
+@list_option("--key", "key_columns", help="With --source: key column(s), the model's (its default).")
+@click.option("--text", "texts", multiple=True, help="With --source: the text column (default: text), or SET=COLUMN for each feature set.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write predictions to this .parquet or .csv.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars while embedding (default: when stderr is a terminal).")
 @json_option
-def stack_predict(store_path, model_name, keys_path, output, as_json):
-    """Score keys straight from the store with a saved stacker (same feature sets and versions it was trained on)."""
-    from ._stack_job import predict_stack
+def stack_predict(model, store_path, model_name, keys_path, source, key_columns, texts, output, progress, as_json):
+    """Score rows with a saved stacker: stored keys, or new rows from --source.
 
-    table = predict_stack(_open(store_path), model_name, keys_path, output=output)
-    if as_json:
-        _echo_json(table.to_pylist() if not output else {"rows": table.num_rows, "output": output})
+    \b
+      featurestore stack predict reviews_class --keys keys.parquet
+      featurestore stack predict reviews_class --source new.parquet --text review -o predictions.parquet
+
+    Predictions read the feature sets and versions the model was trained on. With --source, the rows a set lacks
+    are embedded into that version first (keys already stored are not embedded again), and every source row gets
+    a row out: keys, prediction, error (why a row could not be embedded; its prediction is then empty) and
+    proba_<class> for every class.
+    """
+    from ._stack_job import predict_stack, serve_stack
+
+    name = _one_model(model, model_name)
+    if source is None and (key_columns or texts):
+        raise click.UsageError("--key and --text go with --source (new rows to embed).")
+    if source is not None and keys_path is not None:
+        raise click.UsageError("Pass --keys (stored rows) or --source (new rows), not both.")
+    text = _text_option(texts)
+    store = _open(store_path)
+    if source is None:
+        table, served = predict_stack(store, name, keys_path, output=output), None
+    else:
+        served = serve_stack(store, name, source, key=list(key_columns) or None, text=text, output=output,
+                             progress=progress)
+        table = served.table
+        _echo_embedded(served)
+    if as_json:  # one shape: the predictions themselves, unless they went to --output
+        _echo_json({"rows": table.num_rows, "output": output,
+                    "embedded": {} if served is None else {n: r.rows_written for n, r in served.embedded.items()},
+                    "failed": 0 if served is None else served.n_failed,
+                    "predictions": None if output else table.to_pylist()})
         return
-    click.echo(f"{table.num_rows:,} predictions" + (f" written to {output}" if output else ""))
+    failed = served.n_failed if served is not None else 0
+    click.echo(f"{table.num_rows - failed:,} predictions" + (f" written to {output}" if output else "")
+               + (f", {failed:,} row{'s' * (failed != 1)} without one (failed to embed; see error)" if failed else ""))
     if not output:
         _print_preview(table, "--json or --output FILE")
+
+
+def _one_model(argument: str | None, option: str | None) -> str:
+    """The model named as MODEL or --model (either, or both alike)."""
+    if argument and option and argument != option:
+        raise click.UsageError(f"Two models named: {argument!r} and --model {option!r}.")
+    if not (argument or option):
+        raise click.UsageError("Name the model: featurestore stack predict MODEL (or --model MODEL).")
+    return argument or option
+
+
+def _text_option(texts: tuple[str, ...]) -> str | dict[str, str] | None:
+    """--text COLUMN, or --text SET=COLUMN repeated."""
+    named = [t for t in texts if "=" in t]
+    if not named:
+        if len(texts) > 1:
+            raise click.BadParameter("one column, or SET=COLUMN for each feature set", param_hint="--text")
+        return texts[0] if texts else None
+    if len(named) != len(texts):
+        raise click.BadParameter("give one column for every set, or SET=COLUMN pairs, not both", param_hint="--text")
+    return dict(t.split("=", 1) for t in named)
+
+
+def _echo_embedded(served) -> None:
+    """On stderr: what each feature set embedded for this run, or that nothing needed it."""
+    if not served.embedded:
+        click.echo("every source key was already embedded in every feature set", err=True)
+    for set_name, r in served.embedded.items():
+        reasons = ", ".join(f"{k}: {v:,}" for k, v in sorted(r.errors_by_reason.items()))
+        click.echo(f"{set_name} v{r.version}: embedded {r.rows_written:,} new rows"
+                   + (f", failed {r.rows_failed:,} ({reasons})" if r.rows_failed else ""), err=True)
 
 
 def _print_preview(table, full: str, *, columns: int = 6, rows: int = 10) -> None:
@@ -410,7 +521,8 @@ def _print_preview(table, full: str, *, columns: int = 6, rows: int = 10) -> Non
     shown = table.select(table.column_names[:columns]).slice(0, rows)
     out = Table(*shown.column_names)
     for row in shown.to_pylist():
-        out.add_row(*(f"{v:.3f}" if isinstance(v, float) else _cell(v, 20) for v in row.values()))
+        out.add_row(*(f"{v:.3f}" if isinstance(v, float) else "" if v is None else _cell(v, 20)
+                      for v in row.values()))
     _console().print(out)
     hidden = []
     if table.num_rows > rows:
@@ -428,20 +540,29 @@ def _print_preview(table, full: str, *, columns: int = 6, rows: int = 10) -> Non
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False),
               help="Labels for the held-out rows (default: those saved with the model at training).")
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: <store>/models/NAME/report).")
+@click.option("--progress/--no-progress", default=None, help="A progress bar over the steps (default: when stderr is a terminal).")
 @json_option
-def stack_report(store_path, model_name, labels, out, as_json):
+def stack_report(store_path, model_name, labels, out, progress, as_json):
     """Re-score a saved stacker on exactly the rows `stack train` held out; write metrics.json + PNG plots.
 
     The held-out keys and labels are saved with the model, so this works from any directory.
     """
     from ._stack_job import report_stack
 
-    result = report_stack(_open(store_path), model_name, labels=labels, out=out)
+    result = report_stack(_open(store_path), model_name, labels=labels, out=out, progress=progress)
     if as_json:
         _echo_json(result["report"] | {"n_test": result["n_test"]})
     else:
         click.echo(result["text"])
         click.echo(f"{result['n_test']:,} held-out rows scored; report written to {Path(result['report']['metrics']).parent}")
+
+
+# Commands that live in their own modules.
+from ._cli_encoders import encoders as _encoders  # noqa: E402 - `featurestore encoders fit ...`
+from ._cli_leaderboard import leaderboard as _leaderboard  # noqa: E402 - `featurestore leaderboard ...`
+
+cli.add_command(_encoders)
+cli.add_command(_leaderboard)
 
 
 def main() -> None:

@@ -74,3 +74,32 @@ def test_error_files_of_an_older_featurestore_still_read(store, monkeypatch):
     assert rows == [(1, "null", "the text is null", "null: the text is null"),
                     (3, "empty", "the text is empty", "empty: the text is empty"),
                     (None, "odd", None, "odd")]
+
+
+def test_every_set_has_an_errors_view_with_the_columns_of_one_that_has_errors(store, tmp_path):
+    """``"name@errors"`` exists before any error (scripts can always query it): same columns and key types, no rows."""
+    import duckdb
+
+    rows = {"id": np.arange(3), "embedding": np.ones((3, 4), np.float32)}
+    with store.writer("clean", spec=SPEC) as w:
+        w.append(rows)
+    _record(store, _errors([7], ["null"], ["the text is null"]), rows=rows)  # "r": one error
+    empty = store.sql('select * from "clean@errors"').arrow()
+    full = store.sql('select * from "r@errors"').arrow()
+    assert empty.num_rows == 0 and full.num_rows == 1
+    assert empty.schema.names == full.schema.names == ["version", "id", "kind", "message", "reason", "run_id"]
+    assert empty.schema == full.schema
+    assert store.get("clean").errors().schema == store.get("r").errors().schema
+    with duckdb.connect(str(store.catalog_path), read_only=True) as con:  # the persisted catalog has it too
+        con.execute(f"SET file_search_path = '{store.root}'")
+        assert con.execute('select count(*) from "clean@errors"').fetchone() == (0,)
+    assert store.doctor().ok
+
+
+def test_errors_view_of_a_set_with_a_compound_string_key(store):
+    spec = {"encoder": "external:test-model", "dim": 2}
+    with store.writer("pairs", key=["user", "item"], spec=spec) as w:
+        w.append({"user": ["a"], "item": [1], "embedding": np.ones((1, 2), np.float32)})
+    table = store.sql('select * from "pairs@errors"').arrow()
+    assert table.num_rows == 0 and table.schema.field("user").type == pa.string()
+    assert table.schema.field("item").type == pa.int64()

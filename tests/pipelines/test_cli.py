@@ -5,27 +5,11 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
 import featurestore
 from pipelines.cli import cli
-
-
-@pytest.fixture
-def runner():
-    return CliRunner()
-
-
-@pytest.fixture
-def filled(tmp_path):
-    store = featurestore.open(tmp_path / "store")
-    rng = np.random.default_rng(0)
-    store.write("vecs", {"id": np.arange(20), "embedding": rng.standard_normal((20, 8)).astype(np.float32)},
-                spec={"encoder": "external:test"})
-    return store
 
 
 def _json(result):
@@ -92,9 +76,9 @@ def test_embed_command_and_rerun(runner, tmp_path):
     root = str(tmp_path / "store")
     args = ["embed", "--store", root, "--source", str(src), "--key", "id", "--text", "review", "-e", "hash:16",
             "--name", "reviews_hash", "--json"]
-    first = _json(runner.invoke(cli, args))
+    [first] = _json(runner.invoke(cli, args))  # --json: a list, one result per feature set written
     assert (first["rows_written"], first["rows_failed"]) == (50, 0)
-    second = _json(runner.invoke(cli, args))
+    [second] = _json(runner.invoke(cli, args))
     assert (second["rows_written"], second["rows_skipped"]) == (0, 50)
 
 
@@ -103,33 +87,9 @@ def test_embed_spec_file(runner, tmp_path):
     pd.DataFrame({"id": range(10), "review": [f"t {i}" for i in range(10)]}).to_json(src, orient="records", lines=True)
     spec = tmp_path / "job.toml"
     spec.write_text('store = "store"\nsource = "reviews.jsonl"\ntext = "review"\nencoder = "hash:4"\nname = "j"\n')
-    result = _json(runner.invoke(cli, ["embed", "--spec", str(spec), "--json"]))
+    [result] = _json(runner.invoke(cli, ["embed", "--spec", str(spec), "--json"]))
     assert result["rows_written"] == 10
     assert featurestore.open(tmp_path / "store").get("j").dim == 4
-
-
-@pytest.mark.slow
-def test_embed_suggests_bf16_only_on_a_cpu_fp32_run_where_the_cpu_has_bf16_units(runner, tmp_path, monkeypatch):
-    from featurestore.encoders import _run_plan
-
-    src = tmp_path / "reviews.csv"
-    pd.DataFrame({"id": range(4), "review": ["runs small", "soft cotton", "lovely colour", "thin fabric"]}).to_csv(src, index=False)
-    base = ["embed", "--source", str(src), "--key", "id", "--text", "review", "-e", "sentence-transformers:all-MiniLM-L6-v2",
-            "--device", "cpu"]
-
-    def run(flags, *extra):
-        monkeypatch.setattr(_run_plan, "cpu_flags", lambda: frozenset(flags))
-        result = runner.invoke(cli, [*base, "--store", str(tmp_path / f"s{len(list(tmp_path.iterdir()))}"),
-                                     "--name", "r", *extra])
-        assert result.exit_code == 0, result.output
-        return result.stderr
-
-    assert "--precision bf16 ran ~2x faster than fp32" in run({"avx512f", "amx_bf16"})
-    assert "tip:" not in run({"avx2", "avx512f"})                    # no bf16 units: nothing to suggest
-    assert "tip:" not in run({"amx_bf16"}, "--precision", "fp32")   # the user chose fp32
-    assert "tip:" not in run({"amx_bf16"}, "--backend", "onnx")     # ONNX computes in fp32: bf16 would not apply
-    assert "tip:" not in run({"amx_bf16"}, "--backend", "onnx-int8")
-    assert "tip:" not in run({"amx_bf16"}, "--json")                # machine-readable output stays clean
 
 
 def test_embed_with_a_hash_encoder_gives_no_precision_tip(runner, tmp_path):

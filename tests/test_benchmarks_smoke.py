@@ -1,0 +1,31 @@
+"""Benchmarks stay runnable: each quick mode runs end to end and prints its lines, in seconds, without a model."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMBER = r"[-+]?\d+\.\d+"
+
+
+def test_bench_stack_quick_digits():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_stack", "--quick", "--tasks", "digits"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[2].startswith("# cpu "), lines[:3]
+    assert [line.split()[0] for line in lines[3:]] == ["task", "single", "single", "stack", "goal"], lines
+    stack = re.search(rf"sklearn\[LR C=4\] ({NUMBER}) s F1 ({NUMBER})   ours ({NUMBER}) s F1 ({NUMBER}) .*"
+                      rf"ours-theirs F1 ({NUMBER}) pts \[({NUMBER}), ({NUMBER})\]   "
+                      rf"ours/theirs time ({NUMBER})x", lines[6])
+    assert stack, lines[6]
+    their_s, their_f1, our_s, our_f1, diff, lo, hi, ratio = map(float, stack.groups())
+    # digits halves are easy: both stacks classify well above chance, and the printed figures agree with each other
+    assert 0.7 < their_f1 <= 1 and 0.7 < our_f1 <= 1
+    assert abs(diff - 100 * (our_f1 - their_f1)) < 0.16 and lo <= diff <= hi  # F1s are printed rounded
+    assert our_s > 0 and their_s > 0 and ratio > 0
+    goal = re.search(rf"stack-best ({NUMBER}) pts, paired 95% CI \[({NUMBER}), ({NUMBER})\]", lines[7])
+    assert goal and float(goal[2]) <= float(goal[1]) <= float(goal[3]), lines[7]
