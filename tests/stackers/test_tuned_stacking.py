@@ -43,7 +43,10 @@ def test_tuned_probe_beats_a_fixed_c_on_real_embeddings():
     ll_tuned = log_loss(y[test], tuned.predict_proba(X[test]), labels=tuned.classes_)
     assert ll_tuned < 0.8 * ll_fixed
     assert ll_tuned < 0.75 * np.log(6)  # well below a uniform guess over 6 classes
-    assert {(s["standardize"], s["C"]) for s in tuned.cv_results_} == {(p["standardize"], p["C"]) for p in DEFAULT_GRID}
+    # Both scalings were tried on the first fold; the settings scored on every fold are the chosen scaling's path.
+    tried = {(s["standardize"], s["C"]) for s in tuned.cv_results_}
+    assert tried <= {(p["standardize"], p["C"]) for p in DEFAULT_GRID}
+    assert {std for std, _ in tried} == {tuned.standardize_} and (tuned.standardize_, tuned.C_) in tried
 
 
 def test_tune_logistic_oof_equals_refits_per_fold(digits_blocks):
@@ -98,9 +101,12 @@ def test_passthrough_is_chosen_when_the_other_blocks_are_noise(digits_blocks):
     data.update({f"noise{i}": rng.standard_normal((len(y), 40)).astype(np.float32) for i in range(3)})
     model = StackingClassifier(cv=4).fit({b: X[train] for b, X in data.items()}, y[train])
     assert model.meta_name_ == "best" and model.meta_estimator_.block == "digits"
-    alone = LogisticProbeCV(cv=4).fit(data["digits"][train], y[train])
-    pred = model.predict({b: X[test] for b, X in data.items()})
-    np.testing.assert_array_equal(pred, alone.predict(data["digits"][test]))
+    alone = LogisticProbeCV(cv=4).fit(data["digits"][train], y[train])  # the same folds, so the same tuned probe
+    proba = model.predict_proba({b: X[test] for b, X in data.items()})
+    np.testing.assert_allclose(proba, alone.predict_proba(data["digits"][test]), atol=1e-12)
+    weights = 1.0 if model.class_weights_ is None else model.class_weights_  # its tuned decision rule
+    np.testing.assert_array_equal(model.predict({b: X[test] for b, X in data.items()}),
+                                  model.classes_[np.argmax(proba * weights, axis=1)])
 
 
 def test_passthrough_loses_when_blocks_complement_each_other(synthetic):
@@ -200,3 +206,26 @@ def test_save_load_keeps_tuning_threshold_and_passthrough(digits_blocks, tmp_pat
     Xt = {b: X[test] for b, X in blocks.items()}
     np.testing.assert_array_equal(loaded.predict_proba(Xt), model.predict_proba(Xt))
     np.testing.assert_array_equal(loaded.predict(Xt), model.predict(Xt))
+
+
+def test_log_loss_tuning_picks_the_scaling_on_the_first_fold_and_c_on_all(digits_blocks):
+    blocks, y, train, _ = _digits_split(digits_blocks, 600)
+    X, yy = np.hstack([blocks["top"], blocks["bottom"]])[train].astype(np.float64), y[train]
+    folds = np.arange(len(yy)) % 4
+    quick = tune_logistic(X, yy, folds, n_classes=10)
+    full = tune_logistic(X, yy, folds, n_classes=10, scoring="macro_f1")  # macro-F1: every setting on every fold
+    assert {s["standardize"] for s in quick.scores} == {quick.params["standardize"]}
+    assert {s["standardize"] for s in full.scores} == {True, False}
+    # The scaling kept is the one whose path reached the lower loss on fold 0 alone.
+    best0 = {}
+    for std in (True, False):
+        cs = [p["C"] for p in DEFAULT_GRID if p["standardize"] is std]
+        losses = []
+        for c in cs:
+            probe = LogisticProbe(C=c, standardize=std).fit(X[folds != 0], yy[folds != 0])
+            losses.append(log_loss(yy[folds == 0], probe.predict_proba(X[folds == 0]), labels=range(10)))
+        best0[std] = min(losses)
+    assert quick.params["standardize"] == min(best0, key=best0.get)
+    # C is chosen on the out-of-fold loss of every fold.
+    chosen = max(quick.scores, key=lambda s: s["score"])
+    assert chosen["C"] == quick.params["C"] and quick.oof.shape == (len(yy), 10) and (quick.oof.sum(1) > 0.99).all()
