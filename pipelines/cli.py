@@ -398,7 +398,7 @@ class _ProbeC(click.ParamType):
               help="Share of rows (whole groups) held out.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder.")
-@list_option("--extras", metavar="KIND", help="Extra base learners per set: centroid (cosine to each class centroid).")
+@list_option("--extras", metavar="KIND", help="Extra base learners per set, each kept only where inner CV says it helps: centroid (cosine to each class centroid), knn (class shares among the 15 nearest training rows).")
 @click.option("--C", "C", type=_ProbeC(), default="auto", show_default=True,
               help="The probes' C: auto tunes it per set by out-of-fold log loss; a number > 0 fixes it.")
 @click.option("--threshold/--no-threshold", default=True, show_default=True,
@@ -415,9 +415,10 @@ def stack_train(store_path, sets, labels, keys, label, groups, columns, name, me
     """
     from ._stack_job import train_stack
 
-    unknown = sorted(set(extras) - {"centroid"})
+    unknown = sorted(set(extras) - {"centroid", "knn"})
     if unknown:
-        raise click.BadParameter(f"unknown extra base learner(s) {unknown}; known: centroid", param_hint="--extras")
+        raise click.BadParameter(f"unknown extra base learner(s) {unknown}; known: centroid, knn",
+                                 param_hint="--extras")
     result = train_stack(_open(store_path), sets, labels, key=keys or "id", label=label, groups=groups,
                          columns=columns or None, name=name, meta=meta, cv=cv, test_size=test_size, seed=seed,
                          out=out, force=force, progress=progress, extras=extras, C=C,

@@ -49,7 +49,7 @@ from featurestore._validation import validate_params
 from ._align import ALIGNERS
 from ._lgbm_text import MAX_LEAVES, check_model_text
 from ._meta import LightGBMMeta, LogisticMeta, PassthroughMeta
-from ._probes import CentroidSimilarity, LogisticProbe
+from ._probes import CentroidSimilarity, KNeighborsVotes, LogisticProbe
 
 __all__ = ["save", "load", "read_manifest", "FORMAT"]
 
@@ -64,7 +64,7 @@ ARRAYS = "arrays.npz"
 LGBM_FILE = "meta_lightgbm.txt"
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_TREES = 10**6
-_ESTIMATOR_CLASS = {"logistic": "LogisticProbe", "centroid": "CentroidSimilarity"}
+_ESTIMATOR_CLASS = {"logistic": "LogisticProbe", "centroid": "CentroidSimilarity", "knn": "KNeighborsVotes"}
 _FLOAT, _INT = "f", "iu"  # dtype kinds an array may have; anything else (object, strings, records) is refused
 
 
@@ -140,6 +140,8 @@ def save(model, path, *, metrics: Any = None) -> Path:
                 fields = {"mean": est.mean_, "scale": est.scale_, "coef": est.coef_, "intercept": est.intercept_}
             elif isinstance(est, CentroidSimilarity):
                 fields = {"centroids": est.centroids_}
+            elif isinstance(est, KNeighborsVotes):
+                fields = {"X": est.X_, "y": est.y_}
             else:  # pragma: no cover - guarded by _params_for_manifest
                 raise ValueError(f"Cannot save base learner {est!r} without pickle.")
             fields["classes"] = np.asarray(est.classes_)
@@ -147,6 +149,8 @@ def save(model, path, *, metrics: Any = None) -> Path:
             estimators[kind] = {"class": type(est).__name__, "prefix": prefix}
             if isinstance(est, LogisticProbe):
                 estimators[kind]["params"] = {"C": float(est.C), "standardize": bool(est.standardize)}
+            if isinstance(est, KNeighborsVotes):
+                estimators[kind]["params"] = {"n_neighbors": int(est.n_neighbors)}
         blocks.append({"name": name, "dim": int(dim), "estimators": estimators})
         aligner = (getattr(model, "aligners_", None) or {}).get(name)
         if aligner is not None:
@@ -183,6 +187,7 @@ def save(model, path, *, metrics: Any = None) -> Path:
         "threshold": model.threshold_,
         "class_weights": None if model.class_weights_ is None else [float(w) for w in model.class_weights_],
         "probe_params": model.probe_params_,
+        "pruned": list(getattr(model, "pruned_", [])),
         "metrics": metrics,
         "arrays": ARRAYS,  # always this name: kept for readers of older versions, checked (never followed) by load
         "versions": _library_versions(),
@@ -395,10 +400,11 @@ def _layout(manifest: dict[str, Any]) -> dict[str, Any]:
     if params.get("base") != "logistic":
         raise ValueError(f"params.base must be 'logistic'. Got {params.get('base')!r} instead")
     extras = params.get("extras")
-    if not isinstance(extras, list) or not set(extras) <= {"centroid"} or len(set(extras)) != len(extras):
-        raise ValueError(f"params.extras must be [] or ['centroid']. Got {extras!r} instead")
+    if not isinstance(extras, list) or not set(extras) <= {"centroid", "knn"} or len(set(extras)) != len(extras):
+        raise ValueError(f"params.extras must list distinct names from ['centroid', 'knn']. Got {extras!r} instead")
     kinds = ["logistic", *extras]
-    width = {"logistic": n_out, "centroid": k}
+    width = {"logistic": n_out, "centroid": k, "knn": k}
+    n_oof = 0
     align = params.get("align")
     if align is not None and align not in ALIGNERS:
         raise ValueError(f"params.align must be null or one of {sorted(ALIGNERS)}. Got {align!r} instead")
@@ -412,9 +418,11 @@ def _layout(manifest: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"blocks[{i}].name must be a string")
         d = _int(b.get("dim"), f"blocks[{i}].dim", 1, 1 << 24)
         ests = b.get("estimators")
-        if not isinstance(ests, dict) or sorted(ests) != sorted(kinds):
-            raise ValueError(f"blocks[{i}].estimators must hold exactly {kinds}")
-        for kind in kinds:
+        # The extras the inner CV kept for this block (pruned ones are absent), in the order of `kinds`.
+        if not isinstance(ests, dict) or "logistic" not in ests or list(ests) != [x for x in kinds if x in ests]:
+            raise ValueError(f"blocks[{i}].estimators must hold 'logistic' and some of {kinds[1:]}, in that order")
+        n_oof += sum(width[kind] for kind in ests)
+        for kind in ests:
             ref = ests[kind]
             if ref.get("class") != _ESTIMATOR_CLASS[kind] or ref.get("prefix") != f"base{i}.{kind}.":
                 raise ValueError(f"blocks[{i}].estimators.{kind} must be class {_ESTIMATOR_CLASS[kind]!r} with "
@@ -424,10 +432,13 @@ def _layout(manifest: dict[str, Any]) -> dict[str, Any]:
             if kind == "logistic":
                 layout.update({p + "mean": (_FLOAT, (d,)), p + "scale": (_FLOAT, (d,)),
                                p + "coef": (_FLOAT, (n_out, d)), p + "intercept": (_FLOAT, (n_out,))})
-            else:
+            elif kind == "centroid":
                 layout[p + "centroids"] = (_FLOAT, (k, d))
+            else:
+                layout.update({p + "X": (_FLOAT, (None, d)), p + "y": (_INT, (None,))})
+                _int((ref.get("params") or {}).get("n_neighbors"), f"blocks[{i}].estimators.knn.params.n_neighbors",
+                     1, 1 << 31)
         layout.update(_align_layout(b.get("align"), align, i, d))
-    n_oof = len(blocks) * sum(width[kind] for kind in kinds)
     names = manifest["oof_feature_names"]
     if not isinstance(names, list) or len(names) != n_oof:
         raise ValueError(f"oof_feature_names must list {n_oof} names ({len(blocks)} blocks x {kinds}, {k} classes)")
@@ -559,6 +570,8 @@ def _read_arrays(file: Path, layout: dict[str, tuple[str, tuple]], *, n_splits: 
     for key, a in arrays.items():
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise ValueError(f"{where} array {key!r} holds NaN or infinite values.")
+        if key.endswith(".knn.y") and a.size and (a.min() < 0 or a.max() >= k):
+            raise ValueError(f"{where} array {key!r} must hold class indices in [0, {k - 1}].")
         if key.endswith("classes") and not np.array_equal(a, np.arange(k)):
             raise ValueError(f"{where} array {key!r} must be the class indices 0..{k - 1}.")
     folds = arrays["fold_ids"]
@@ -645,6 +658,7 @@ def _build(cls, manifest: dict[str, Any], classes: np.ndarray, arrays: dict[str,
         raise ValueError(f"class_weights must be null or one positive number per class. Got {weights!r:.80}")
     model.class_weights_ = None if weights is None else np.asarray(weights, dtype=np.float64)
     model.probe_params_ = dict(manifest.get("probe_params") or {})
+    model.pruned_ = [str(g) for g in manifest.get("pruned") or []]
     model.base_estimators_ = {}
     for b in manifest["blocks"]:
         ests = {}
@@ -655,9 +669,12 @@ def _build(cls, manifest: dict[str, Any], classes: np.ndarray, arrays: dict[str,
                 est = LogisticProbe(C=float(p["C"]), standardize=bool(p["standardize"]))
                 est.mean_, est.scale_ = get("mean"), get("scale")
                 est.coef_, est.intercept_ = get("coef"), get("intercept")
-            else:
+            elif ref["class"] == "CentroidSimilarity":
                 est = CentroidSimilarity()
                 est.centroids_ = get("centroids")
+            else:
+                est = KNeighborsVotes(n_neighbors=int(ref["params"]["n_neighbors"]))
+                est.X_, est.y_ = get("X"), get("y")
             est.n_features_in_ = int(b["dim"])
             est.classes_ = get("classes")
             ests[kind] = est

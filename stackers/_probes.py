@@ -32,7 +32,8 @@ from threadpoolctl import threadpool_limits
 
 from featurestore._validation import Constraint, InstanceOf, Interval, StrOptions, validate_params
 
-__all__ = ["LogisticProbe", "LogisticProbeCV", "CentroidSimilarity", "expand_to_classes", "tune_logistic",
+__all__ = ["LogisticProbe", "LogisticProbeCV", "CentroidSimilarity", "KNeighborsVotes", "expand_to_classes",
+           "tune_logistic",
            "DEFAULT_GRID", "best_threshold"]
 
 # Searched per block; logistic loss is flat near its optimum, so a factor 10 between values loses little.
@@ -68,10 +69,7 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
 
     def fit(self, X, y) -> "LogisticProbe":
-        validate_params(self.get_params(deep=False), self._parameter_constraints, type(self).__name__)
-        X, y = validate_data(self, X, y, dtype=np.float64)
-        check_classification_targets(y)
-        self.classes_, y_enc = np.unique(y, return_inverse=True)
+        X, y_enc = _fit_inputs(self, X, y)
         self.mean_, self.scale_ = scaling(X, self.standardize)
         n_out = 1 if len(self.classes_) <= 2 else len(self.classes_)
         if len(self.classes_) == 1:
@@ -108,6 +106,15 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         proba = self.predict_proba(X)  # checks fitted first
         return self.classes_[np.argmax(proba, axis=1)]
+
+
+def _fit_inputs(est, X, y) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``est``'s parameters and (X, y) as scikit-learn does; set ``classes_``; return X and encoded y."""
+    validate_params(est.get_params(deep=False), est._parameter_constraints, type(est).__name__)
+    X, y = validate_data(est, X, y, dtype=np.float64)
+    check_classification_targets(y)
+    est.classes_, y_enc = np.unique(y, return_inverse=True)
+    return X, y_enc
 
 
 def scaling(X: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -405,3 +412,37 @@ def stratified_folds(y_enc: np.ndarray, groups: np.ndarray | None, cv: int, rand
     for i, (_, val) in enumerate(splitter.split(np.zeros((len(y_enc), 1)), y_enc, groups)):
         fold_ids[val] = i
     return fold_ids
+
+
+class KNeighborsVotes(TransformerMixin, BaseEstimator):
+    """The share of each class among a row's ``n_neighbors`` most cosine-similar training rows.
+
+    A local, non-linear signal a linear probe cannot express (classes in several clusters of one embedding space).
+    It keeps the training rows (unit-normalised, float32), so a saved model that uses it holds them too.
+    ``transform`` returns one column per class in ``classes_``.
+    """
+
+    _parameter_constraints = {"n_neighbors": [Interval(Integral, 1, None)]}
+    _BLOCK_ROWS = 2048  # query rows per similarity block: 2048 x 10,000 training rows is 80 MB of float32
+
+    def __init__(self, n_neighbors: int = 15):
+        self.n_neighbors = n_neighbors
+
+    def fit(self, X, y) -> "KNeighborsVotes":
+        X, y_enc = _fit_inputs(self, X, y)
+        self.X_ = _l2_normalize(X).astype(np.float32)
+        self.y_ = y_enc.astype(np.int64)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        X = _l2_normalize(validate_data(self, X, dtype=np.float64, reset=False)).astype(np.float32)
+        k = min(int(self.n_neighbors), len(self.y_))
+        out = np.zeros((len(X), len(self.classes_)))
+        for start in range(0, len(X), self._BLOCK_ROWS):
+            sims = X[start:start + self._BLOCK_ROWS] @ self.X_.T
+            nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            votes = self.y_[nearest]  # (rows, k) class indices
+            rows = np.repeat(np.arange(len(votes)), k)
+            np.add.at(out[start:start + len(votes)], (rows, votes.ravel()), 1.0 / k)
+        return out

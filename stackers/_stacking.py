@@ -35,6 +35,7 @@ from ._meta import META_KINDS, make_meta
 from ._probes import (
     DEFAULT_GRID,
     CentroidSimilarity,
+    KNeighborsVotes,
     LogisticProbe,
     best_threshold,
     expand_to_classes,
@@ -47,6 +48,7 @@ __all__ = ["StackingClassifier"]
 
 _ARRAY_BLOCK = "x"  # the block name given to a plain 2-D array
 _PRIOR_POWERS = (0.0, 0.5, 1.0)  # class-prior corrections tried for a multiclass decision rule
+_EXTRAS = {"centroid": CentroidSimilarity, "knn": KNeighborsVotes}  # extra base learners: scores, not probabilities
 
 
 class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
@@ -65,8 +67,10 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         (on log-probabilities and table columns); such a model cannot be saved.
     cv : int >= 2 or a CV splitter
         Folds for out-of-fold predictions: ``StratifiedKFold``, or ``StratifiedGroupKFold`` when groups are given.
-    extras : tuple of {"centroid"}
-        Extra out-of-fold base outputs per block: "centroid" adds the cosine similarity to each class centroid.
+    extras : tuple of {"centroid", "knn"}
+        Extra base learners per block: "centroid" (cosine similarity to each class centroid), "knn" (class shares
+        among the 15 most similar training rows). Each (block, extra) is kept only where the inner CV says it helps:
+        a logistic meta learner's out-of-fold macro-F1 without it must be lower (``pruned_`` lists those dropped).
     C : "auto" or float > 0
         "auto" tunes each block's probe by out-of-fold log loss over ``_probes.DEFAULT_GRID`` (standardized and
         raw features, a path of ``C``), which makes the probes calibrated; a number fixes ``C`` on standardized
@@ -102,7 +106,7 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         "base": [StrOptions({"logistic"}), HasMethods(["fit", "predict_proba"])],
         "meta": [StrOptions({"auto", *META_KINDS}), HasMethods(["fit", "predict_proba"])],
         "cv": [Interval(Integral, 2, None, closed="left"), CVSplitter()],
-        "extras": [SubsetOf({"centroid"})],
+        "extras": [SubsetOf(set(_EXTRAS))],
         "C": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "threshold": [StrOptions({"auto"}), None],
         "align": [StrOptions(set(ALIGNERS)), None],
@@ -231,8 +235,8 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return ["logistic" if isinstance(self.base, str) else "base", *self.extras]
 
     def _template(self, kind: str):
-        if kind == "centroid":
-            return CentroidSimilarity()
+        if kind in _EXTRAS:
+            return _EXTRAS[kind]()
         return clone(self.base)
 
     def _grid(self) -> tuple[dict[str, Any], ...]:
@@ -241,20 +245,20 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     def _scores(self, est, kind: str, X: np.ndarray) -> np.ndarray:
         """Base outputs in global class order; one column for a binary probability (the other is redundant)."""
         k = len(self.classes_)
-        raw = est.transform(X) if kind == "centroid" else est.predict_proba(X)
+        raw = est.transform(X) if kind in _EXTRAS else est.predict_proba(X)
         out = expand_to_classes(raw, est.classes_, k)
-        if kind != "centroid" and k == 2:
+        if kind not in _EXTRAS and k == 2:
             return out[:, 1:]
         return out
 
     def _score_names(self, block: str, kind: str) -> list[str]:
         classes = self.classes_
-        if kind != "centroid" and len(classes) == 2:
+        if kind not in _EXTRAS and len(classes) == 2:
             classes = classes[1:]
         return [f"{block}:{kind}:{c}" for c in classes]
 
     def _meta_input(self, blocks: dict[str, np.ndarray], estimators: dict[str, dict[str, Any]]) -> np.ndarray:
-        parts = [self._scores(estimators[b][kind], kind, blocks[b]) for b in self.blocks_ for kind in self._kinds()]
+        parts = [self._scores(estimators[b][kind], kind, blocks[b]) for b in self.blocks_ for kind in estimators[b]]
         return np.hstack(parts)
 
     # -- fit -------------------------------------------------------------------------------------------------
@@ -308,9 +312,10 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             val = fold_ids == f
             part = self._scores(est, kind, blocks[b][val])
             oof_parts.setdefault((b, kind), np.zeros((len(y_enc), part.shape[1])))[val] = part
-        self.base_estimators_ = {b: {kind: self.base_estimators_[b][kind] for kind in kinds} for b in blocks}
-        self.oof_predictions_ = np.hstack([oof_parts[(b, kind)] for b in blocks for kind in kinds])
-        self.oof_feature_names_ = [n for b in blocks for kind in kinds for n in self._score_names(b, kind)]
+        kept = self._prune_extras(oof_parts, blocks, kinds, columns, y_enc, fold_ids)
+        self.base_estimators_ = {b: {kind: self.base_estimators_[b][kind] for kind in kept[b]} for b in blocks}
+        self.oof_predictions_ = np.hstack([oof_parts[(b, kind)] for b in blocks for kind in kept[b]])
+        self.oof_feature_names_ = [n for b in blocks for kind in kept[b] for n in self._score_names(b, kind)]
         self._fit_meta(self.oof_predictions_, columns, y_enc, fold_ids)
         return self
 
@@ -371,6 +376,35 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return {name: aligners[name].transform(X) if isinstance(aligners.get(name), Whitening) else X
                 for name, X in blocks.items()}
 
+    def _prune_extras(self, parts: dict[tuple[str, str], np.ndarray], blocks, kinds: list[str],
+                      columns: pd.DataFrame | None, y: np.ndarray, fold_ids: np.ndarray) -> dict[str, list[str]]:
+        """Each block's kinds, less the extra learners whose scores do not help: one backward pass over the
+        (block, extra) groups, each dropped when a logistic meta learner's inner out-of-fold macro-F1 without it
+        is at least as high (ties drop: fewer learners). Recorded in ``pruned_``."""
+        kept = {b: list(kinds) for b in blocks}
+        self.pruned_ = []
+        groups = [(b, kind) for b in blocks for kind in kinds if kind in _EXTRAS]
+        if not groups:
+            return kept
+        k = len(self.classes_)
+
+        def score(keep: dict[str, list[str]]) -> float:
+            names = [(b, kind) for b in blocks for kind in keep[b]]
+            F = np.hstack([parts[g] for g in names])
+            column_kinds = [g[1] for g in names for _ in range(parts[g].shape[1])]
+            proba_cols = tuple(i for i, kind in enumerate(column_kinds) if kind not in _EXTRAS)
+            make = lambda: make_meta("logistic", seed=0, proba_columns=proba_cols)  # noqa: E731
+            return float(f1_score(y, np.argmax(_inner_oof(make, F, columns, y, fold_ids, k), 1), average="macro"))
+
+        current = score(kept)
+        for b, kind in groups:
+            trial = {**kept, b: [x for x in kept[b] if x != kind]}
+            without = score(trial)
+            if without >= current:
+                kept, current = trial, without
+                self.pruned_.append(f"{b}:{kind}")
+        return kept
+
     def _base(self, kind: str, block: str):
         if kind == "logistic":
             params = self.probe_params_[block]
@@ -422,7 +456,9 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     def _fit_meta(self, F: np.ndarray, columns: pd.DataFrame | None, y: np.ndarray, fold_ids: np.ndarray) -> None:
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         k = len(self.classes_)
-        proba_cols = tuple(i for i, name in enumerate(self.oof_feature_names_) if ":centroid:" not in name)
+        column_kinds = [kind for b in self.blocks_ for kind in self.base_estimators_[b]
+                        for _ in self._score_names(b, kind)]
+        proba_cols = tuple(i for i, kind in enumerate(column_kinds) if kind not in _EXTRAS)
         self._prior = np.maximum(np.bincount(y, minlength=k) / len(y), 1.0 / len(y))
         passthrough = self._best_block(F, y)
 

@@ -153,6 +153,6 @@ def test_stack_train_takes_the_stackers_options(digits_store):
     assert default.exit_code == 0, default.output
     params = stackers.read_manifest(store.models_dir / "tuned")["params"]
     assert (params["C"], params["extras"], params["threshold"]) == ("auto", [], "auto")
-    for bad in (["--C", "0"], ["--C", "x"], ["--extras", "knn"]):
+    for bad in (["--C", "0"], ["--C", "x"], ["--extras", "svm"]):
         refused = runner.invoke(cli, [*base, "--name", "bad", *bad])
         assert refused.exit_code == 2 and not (store.models_dir / "bad").exists()

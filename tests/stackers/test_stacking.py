@@ -71,8 +71,8 @@ def test_init_stores_params_verbatim():
                           "'predict_proba'. Got 'xgboost' instead."),
     ({"base": "svm"}, "The 'base' parameter of StackingClassifier must be one of {'logistic'} or an object "
                       "implementing 'fit' and 'predict_proba'. Got 'svm' instead."),
-    ({"extras": ("knn",)}, "The 'extras' parameter of StackingClassifier must be a list or tuple of distinct names "
-                           "from {'centroid'}. Got ('knn',) instead."),
+    ({"extras": ("svm",)}, "The 'extras' parameter of StackingClassifier must be a list or tuple of distinct names "
+                           "from {'centroid', 'knn'}. Got ('svm',) instead."),
     ({"extras": "centroid"}, "Got 'centroid' instead."),
     ({"C": 0}, "The 'C' parameter of StackingClassifier must be one of {'auto'} or a float > 0. Got 0 instead."),
     ({"C": -1.0}, "Got -1.0 instead."),
@@ -179,9 +179,10 @@ def test_binary_drops_the_redundant_probability_column(digits_blocks):
     blocks, y = digits_blocks
     yb = (y >= 5).astype(int)
     model = StackingClassifier(meta="logistic", extras=("centroid",)).fit(blocks, yb)
-    # per block: 1 probability column (P(class 1)) + 2 centroid similarities
-    assert model.oof_predictions_.shape == (len(y), 6)
-    assert model.oof_feature_names_[:3] == ["top:logistic:1", "top:centroid:0", "top:centroid:1"]
+    # per block: 1 probability column (P(class 1)) + 2 centroid similarities where the inner CV kept them
+    expected = [name for b in ("top", "bottom") for kind in model.base_estimators_[b]
+                for name in ([f"{b}:logistic:1"] if kind == "logistic" else [f"{b}:centroid:0", f"{b}:centroid:1"])]
+    assert model.oof_feature_names_ == expected and model.oof_predictions_.shape == (len(y), len(expected))
     assert model.decision_function(blocks).shape == (len(y),)
 
 
