@@ -173,9 +173,8 @@ class Tuned:
     """What ``tune_logistic`` found: the chosen settings, their out-of-fold probabilities, every setting's score."""
 
     params: dict[str, Any]
-    oof: np.ndarray  # (n_rows, n_classes) probabilities of the chosen setting, each row from the fold it was left out of
-    scores: list[dict[str, Any]]  # {"standardize", "C", "class_weight", "score"} for every setting tried
-    scoring: str
+    oof: np.ndarray  # (n_rows, n_classes) probabilities of the chosen setting, each row from its held-out fold
+    scores: list[dict[str, Any]]  # {"standardize", "C", "class_weight", "score", "log_loss"} per setting scored
 
 
 _SCORINGS = ("log_loss", "macro_f1")
@@ -224,9 +223,10 @@ def _score(y: np.ndarray, proba: np.ndarray, scoring: str) -> float:
     return float(f1_score(y, np.argmax(proba, axis=1), average="macro"))
 
 
-def tune_logistic(X: np.ndarray, y: np.ndarray, fold_ids: np.ndarray, *, grid: Sequence[Mapping[str, Any]] = DEFAULT_GRID,
-                  class_weights: Sequence[str | None] = (None,), scoring: str = "log_loss", n_classes: int | None = None,
-                  max_iter: int = 1000, n_jobs: int | None = None) -> Tuned:
+def tune_logistic(X: np.ndarray, y: np.ndarray, fold_ids: np.ndarray, *,
+                  grid: Sequence[Mapping[str, Any]] = DEFAULT_GRID, class_weights: Sequence[str | None] = (None,),
+                  scoring: str = "log_loss", n_classes: int | None = None, max_iter: int = 1000,
+                  n_jobs: int | None = None) -> Tuned:
     """Choose a logistic probe's ``C``, scaling and class weighting by out-of-fold ``scoring`` over ``fold_ids``.
 
     ``y`` holds class indices 0..n_classes-1; ``fold_ids[i]`` is the fold row ``i`` is validated in. One path of
@@ -284,7 +284,7 @@ def tune_logistic(X: np.ndarray, y: np.ndarray, fold_ids: np.ndarray, *, grid: S
     best = max(scores, key=lambda s: (round(s["score"], 12), -round(s["log_loss"], 12), -s["C"]))
     params = {k: best[k] for k in ("standardize", "C", "class_weight")}
     return Tuned(params=params, oof=oof[(params["standardize"], params["class_weight"], params["C"])],
-                 scores=scores, scoring=scoring)
+                 scores=scores)
 
 
 def best_threshold(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -95,7 +95,8 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     Fitted attributes: ``classes_``, ``blocks_`` (name -> dim), ``n_features_in_``, ``base_estimators_``
     (name -> {kind -> estimator refit on all rows}), ``probe_params_`` (name -> chosen ``C``, scaling and
     out-of-fold log loss), ``oof_predictions_`` and ``oof_feature_names_``, ``fold_ids_``, ``n_splits_``,
-    ``meta_estimator_``, ``meta_name_``, ``meta_scores_``, ``threshold_``, ``class_weights_``, ``columns_``, ``sources_``, ``key_``,
+    ``meta_estimator_``, ``meta_name_``, ``meta_scores_``, ``threshold_``, ``class_weights_``, ``columns_``,
+    ``sources_``, ``key_``,
     ``aligners_`` (name -> the ``Whitening`` or ``CORAL`` of that block; empty without ``align``).
 
     ``transform`` returns the stacked base scores (``get_feature_names_out`` names them) and ``fit_transform``
@@ -294,7 +295,8 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             # Each block's probe is tuned on its own out-of-fold log loss; the chosen setting's out-of-fold
             # probabilities are the meta learner's input, so tuning costs no extra pass.
             for b in blocks:
-                tuned = tune_logistic(np.asarray(blocks[b], dtype=np.float64), y_enc, fold_ids, grid=self._grid(), n_classes=k, n_jobs=self.n_jobs)
+                tuned = tune_logistic(np.asarray(blocks[b], dtype=np.float64), y_enc, fold_ids, grid=self._grid(),
+                                      n_classes=k, n_jobs=self.n_jobs)
                 oof_parts[(b, "logistic")] = tuned.oof[:, 1:] if k == 2 else tuned.oof
                 self.probe_params_[b] = {**tuned.params, "oof_log_loss": -max(t["score"] for t in tuned.scores)}
         fold_kinds = [kind for kind in kinds if kind != "logistic"]
@@ -424,22 +426,18 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             return logistic
         return {self.meta: {"kind": self.meta}}
 
-    def _best_block(self, F: np.ndarray, y: np.ndarray) -> tuple[tuple[int, ...], str]:
+    def _best_block(self, F: np.ndarray, y: np.ndarray, prior: np.ndarray) -> tuple[tuple[int, ...], str]:
         """The probability columns of the block whose base learner alone scores best out of fold."""
         best = None
+        kind = self._kinds()[0]
         for b in self.blocks_:
-            kind = self._kinds()[0]
             cols = tuple(i for i, name in enumerate(self.oof_feature_names_) if name.startswith(f"{b}:{kind}:"))
-            score = self._decision_score(_as_proba(F[:, list(cols)], len(self.classes_)), y)
+            score = self._decision_rule(_as_proba(F[:, list(cols)], len(self.classes_)), y, prior)[1]
             if best is None or score > best[0]:
                 best = (score, cols, b)
         return best[1], best[2]
 
-    def _decision_score(self, proba: np.ndarray, y: np.ndarray) -> float:
-        """Macro-F1 of the predictions a model with these probabilities would make under its tuned decision rule."""
-        return self._decision_rule(proba, y)[1]
-
-    def _decision_rule(self, proba: np.ndarray, y: np.ndarray) -> tuple[Any, float]:
+    def _decision_rule(self, proba: np.ndarray, y: np.ndarray, prior: np.ndarray) -> tuple[Any, float]:
         """The decision rule with the best macro-F1 on ``proba`` (out-of-fold) and that F1: for a binary problem
         the cut on the positive probability; else the power ``a`` of the class-prior correction
         ``argmax(p / prior**a)``, a in {0, 0.5, 1} (macro-F1 weighs rare classes like common ones, which argmax of
@@ -448,7 +446,7 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             return None, float(f1_score(y, np.argmax(proba, axis=1), average="macro"))
         if proba.shape[1] == 2:
             return best_threshold(proba[:, 1], y == 1)
-        scores = {a: float(f1_score(y, np.argmax(proba / self._prior ** a, axis=1), average="macro"))
+        scores = {a: float(f1_score(y, np.argmax(proba / prior ** a, axis=1), average="macro"))
                   for a in _PRIOR_POWERS}
         power = max(_PRIOR_POWERS, key=lambda a: (round(scores[a], 12), -a))  # ties: the smaller correction
         return power, scores[power]
@@ -459,8 +457,8 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         column_kinds = [kind for b in self.blocks_ for kind in self.base_estimators_[b]
                         for _ in self._score_names(b, kind)]
         proba_cols = tuple(i for i, kind in enumerate(column_kinds) if kind not in _EXTRAS)
-        self._prior = np.maximum(np.bincount(y, minlength=k) / len(y), 1.0 / len(y))
-        passthrough = self._best_block(F, y)
+        prior = np.maximum(np.bincount(y, minlength=k) / len(y), 1.0 / len(y))
+        passthrough = self._best_block(F, y, prior)
 
         def make(args: dict[str, Any]):
             return make_meta(args["kind"], seed=seed, proba_columns=proba_cols,
@@ -470,7 +468,8 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         needs_inner = len(candidates) > 1 or self.threshold == "auto"
         inner = {name: _inner_oof(lambda a=args: make(a), F, columns, y, fold_ids, k)
                  for name, args in candidates.items()} if needs_inner else {}
-        scores = {name: self._decision_score(p, y) for name, p in inner.items()}
+        rules = {name: self._decision_rule(p, y, prior) for name, p in inner.items()}  # (rule, macro-F1)
+        scores = {name: f1 for name, (_, f1) in rules.items()}
         if len(candidates) > 1:
             # Ties go to the simpler learner: passing the best base through, then logistic, then LightGBM.
             order = ["best", "logistic", "logistic (balanced)", "lightgbm"]
@@ -481,12 +480,11 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             self.meta_scores_ = {}
         self.meta_name_ = candidates[chosen]["kind"] if isinstance(candidates[chosen]["kind"], str) else "estimator"
         self.threshold_, self.class_weights_ = None, None
-        rule = self._decision_rule(inner[chosen], y)[0] if self.threshold == "auto" else None
+        rule = rules[chosen][0] if self.threshold == "auto" else None
         if k == 2:
             self.threshold_ = rule
         elif rule:  # a power > 0
-            self.class_weights_ = self._prior ** -rule
-        del self._prior
+            self.class_weights_ = prior ** -rule
         self.meta_estimator_ = make(candidates[chosen]).fit(F, columns, y, k)
 
     # -- inference -------------------------------------------------------------------------------------------
