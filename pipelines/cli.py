@@ -402,7 +402,7 @@ class _ProbeC(click.ParamType):
 @click.option("--C", "C", type=_ProbeC(), default="auto", show_default=True,
               help="The probes' C: auto tunes it per set by out-of-fold log loss; a number > 0 fixes it.")
 @click.option("--threshold/--no-threshold", default=True, show_default=True,
-              help="For yes/no labels, predict by the cut that maximises inner out-of-fold macro-F1 (else argmax).")
+              help="Tune the decision rule for macro-F1 on inner out-of-fold predictions: a cut for yes/no labels, a class-prior correction otherwise (else argmax).")
 @click.option("--force", is_flag=True, help="Replace an existing model of that name.")
 @click.option("--progress/--no-progress", default=None, help="A progress bar over the steps (default: when stderr is a terminal).")
 @json_option
