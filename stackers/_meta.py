@@ -96,7 +96,8 @@ class LogisticMeta(_MetaLearner):
         return [self.encoder_.numeric(df, impute=True), self.encoder_.onehot(df)]
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        self.probe_ = LogisticProbe(C=self.C, class_weight=self.class_weight).fit(X, y)
+        # Solved in float32 like the probes: log-probabilities and one-hot columns are O(1) once standardized.
+        self.probe_ = LogisticProbe(C=self.C, class_weight=self.class_weight).fit(X.astype(np.float32), y)
 
     def predict_proba(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
         # Columns for every class 0..n_classes-1, even one absent from an inner training fold.

@@ -67,6 +67,32 @@ def test_tune_logistic_oof_equals_refits_per_fold(digits_blocks):
     assert chosen[0]["score"] == max(s["score"] for s in tuned.scores) == pytest.approx(-log_loss(yy, tuned.oof))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_first_fold_selection_scouts_fold_0_then_fits_the_choice_on_every_fold(digits_blocks, dtype):
+    # What the stacker runs: every setting's path on fold 0 (loose tolerance), then only the chosen setting on every
+    # fold, converged: its out-of-fold probabilities are exactly what cold probes of that setting give.
+    blocks, y, train, _ = _digits_split(digits_blocks, 600)
+    X, yy = np.hstack([blocks["top"], blocks["bottom"]])[train].astype(dtype), y[train]
+    folds = np.arange(len(yy)) % 4
+    tuned = tune_logistic(X, yy, folds, n_classes=10, select_on="first_fold")
+    assert {s["fold"] for s in tuned.scores} == {0}
+    assert {s["standardize"] for s in tuned.scores} == {True, False}  # both scalings scouted
+    best = max(tuned.scores, key=lambda s: s["score"])
+    assert (best["standardize"], best["C"]) == (tuned.params["standardize"], tuned.params["C"])
+    # The scouting losses are fold 0's: a cold probe of each scouted setting scores about the same there.
+    for s in tuned.scores:
+        probe = LogisticProbe(C=s["C"], standardize=s["standardize"]).fit(X[folds != 0], yy[folds != 0])
+        loss = log_loss(yy[folds == 0], probe.predict_proba(X[folds == 0]), labels=range(10))
+        assert s["log_loss"] == pytest.approx(loss, rel=0.05)
+    cold = np.zeros_like(tuned.oof)
+    for f in range(4):
+        probe = LogisticProbe(C=tuned.params["C"], standardize=tuned.params["standardize"])
+        cold[folds == f] = probe.fit(X[folds != f], yy[folds != f]).predict_proba(X[folds == f])
+    np.testing.assert_allclose(tuned.oof, cold, atol=1e-6)
+    with pytest.raises(ValueError, match="select_on must be 'all_folds' or 'first_fold'. Got 'fold0'"):
+        tune_logistic(X, yy, folds, n_classes=10, select_on="fold0")
+
+
 def test_probe_cv_class_weight_and_threshold_on_imbalanced_labels(digits_blocks):
     blocks, y, train, test = _digits_split(digits_blocks, 900)
     X = blocks["bottom"].astype(np.float64)
