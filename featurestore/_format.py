@@ -116,13 +116,21 @@ def single_array(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return column
 
 
+def flat_values(column: pa.FixedSizeListArray, dim: int) -> np.ndarray:
+    """The list values of exactly ``column``'s rows as one flat numpy array (zero-copy where possible).
+
+    ``.values`` is the whole child array, right only for an unsliced column: a slice at offset 0 is shorter.
+    """
+    whole = column.offset == 0 and len(column.values) == len(column) * dim
+    return (column.values if whole else column.flatten()).to_numpy(zero_copy_only=False)
+
+
 def to_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     """The embedding column as a (rows, dim) float32 numpy matrix (zero-copy when already float32)."""
     column = single_array(column)
     if len(column) == 0:
         return np.empty((0, dim), dtype=np.float32)
-    values = column.flatten() if column.offset else column.values
-    flat = values.to_numpy(zero_copy_only=False)
+    flat = flat_values(column, dim)
     return flat.reshape(-1, dim).astype(np.float32, copy=False)
 
 
@@ -274,8 +282,7 @@ def normalize_embedding(table: pa.Table, key: Sequence[str], *, dim: int | None,
     target = dtype or ("float16" if pa.types.is_float16(value_type) else "float32")
     if target not in DTYPES:
         raise ValidationError(f"Unsupported embedding dtype {target!r}; expected one of {sorted(DTYPES)}.")
-    values = column.flatten() if column.offset else column.values
-    flat = values.to_numpy(zero_copy_only=False)
+    flat = flat_values(column, got_dim)
     matrix = flat.reshape(-1, got_dim)
     bad = _nonfinite_rows(matrix)
     if len(bad):
@@ -314,8 +321,7 @@ def vector_hashes(column: pa.Array | pa.ChunkedArray, dim: int) -> pa.Array:
     per row, and enough to tell an identical re-append from a change.
     """
     column = single_array(column)
-    values = column.flatten() if column.offset else column.values
-    flat = values.to_numpy(zero_copy_only=False)
+    flat = flat_values(column, dim)
     row_bytes = dim * flat.dtype.itemsize
     raw = flat.view(np.uint8).reshape(-1, row_bytes)
     if row_bytes % 8:

@@ -85,3 +85,12 @@ def test_changed_rows_skips_identical_rows_only():
     tokens = key_tokens(table, ["id"]).to_pylist()
     keep = changed_rows(tokens, table.column("content_hash").to_pylist(), {1: "h1", 2: "h2"})
     assert keep.tolist() == [False, True, True]
+
+
+def test_to_matrix_of_a_slice_holds_only_the_slice_rows():
+    from featurestore._format import to_matrix
+
+    arr = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(12, dtype=np.float32)), 2)
+    np.testing.assert_array_equal(to_matrix(arr.slice(0, 3), 2), np.arange(6, dtype=np.float32).reshape(3, 2))
+    np.testing.assert_array_equal(to_matrix(arr.slice(4, 2), 2), np.arange(8, 12, dtype=np.float32).reshape(2, 2))
+    np.testing.assert_array_equal(to_matrix(arr, 2), np.arange(12, dtype=np.float32).reshape(6, 2))
