@@ -67,19 +67,21 @@ def embed(store: featurestore.Store | str | os.PathLike[str], source: Any, *, ke
           text: str = "text", encoder: str | Any = "sentence-transformers:all-MiniLM-L6-v2", name: str,
           version: int | str = "auto", chunk_rows: int | None = None, partition_rows: int = 10_000,
           progress: bool | None = None, on_progress: ProgressCallback | None = None, lock_timeout: float = 60.0,
-          limit: int | None = None, **encoder_options: Any) -> EmbedResult:
+          limit: int | None = None, keep: Sequence[str] = (), **encoder_options: Any) -> EmbedResult:
     """Embed the ``text`` column of ``source`` with ``encoder`` into feature set ``name``, keyed by ``key``.
 
     ``source`` is a Parquet/CSV/JSONL file or folder, or an Arrow/pandas table. Encoder options (``device``,
     ``batch_size``, ``max_seq_length``, ``normalize``, ``layer``, ``pooling``, ``dtype``, ``backend``, ``precision``)
     go to the encoder when it is given by name; an Encoder object comes configured, and options beside it are an
     error. ``version="auto"`` appends to the version with the same encoder spec or starts a new one.
+    ``keep``: source columns stored beside the vectors (the text itself may be one), so search results and SQL can
+    show them; they are not part of the encoder spec, and a version keeps the same columns in every partition.
     """
     _check_options(encoder_options)
     targets = [(name, _build_encoder(encoder, encoder_options, store))]
     return _run(store, source, targets, key=key, text=text, version=version, chunk_rows=chunk_rows,
                 partition_rows=partition_rows, progress=progress, on_progress=on_progress,
-                lock_timeout=lock_timeout, limit=limit)[0]
+                lock_timeout=lock_timeout, limit=limit, keep=keep)[0]
 
 
 def embed_layers(store: featurestore.Store | str | os.PathLike[str], source: Any, *, name: str,
@@ -87,7 +89,7 @@ def embed_layers(store: featurestore.Store | str | os.PathLike[str], source: Any
                  encoder: str = "sentence-transformers:all-MiniLM-L6-v2", version: int | str = "auto",
                  chunk_rows: int | None = None, partition_rows: int = 10_000, progress: bool | None = None,
                  on_progress: ProgressCallback | None = None, lock_timeout: float = 60.0, limit: int | None = None,
-                 **encoder_options: Any) -> list[EmbedResult]:
+                 keep: Sequence[str] = (), **encoder_options: Any) -> list[EmbedResult]:
     """Embed several hidden layers of one model into one feature set each, in a single pass over the source.
 
     Layer ``k`` goes to ``layer_name(name, k)`` (``reviews_minilm_layer3``, ``reviews_minilm_layer_m1`` for -1), and
@@ -112,7 +114,7 @@ def embed_layers(store: featurestore.Store | str | os.PathLike[str], source: Any
                for k in layers]
     return _run(store, source, targets, key=key, text=text, version=version, chunk_rows=chunk_rows,
                 partition_rows=partition_rows, progress=progress, on_progress=on_progress,
-                lock_timeout=lock_timeout, limit=limit)
+                lock_timeout=lock_timeout, limit=limit, keep=keep)
 
 
 #: in a list of layers, the model's own output (its own pooling and normalisation), beside hidden layers
@@ -163,7 +165,7 @@ def _build_encoder(encoder: str | Any, options: dict[str, Any], store: Any) -> A
 def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, targets: list[tuple[str, Any]], *,
          key: str | Sequence[str], text: str, version: int | str, chunk_rows: int | None, partition_rows: int,
          progress: bool | None, on_progress: ProgressCallback | None, lock_timeout: float,
-         limit: int | None) -> list[EmbedResult]:
+         limit: int | None, keep: Sequence[str] = ()) -> list[EmbedResult]:
     """One pass over ``source`` writing each (feature set, encoder) target; the first encoder leads the pass."""
     store = store if isinstance(store, featurestore.Store) else featurestore.open(store)
     names = [n for n, _ in targets]
@@ -181,8 +183,9 @@ def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, target
     if clash:  # checked here, not when the first bad row is recorded at the end of the job
         raise ValidationError(f"Key column(s) {clash} clash with the columns of the error rows a job records "
                               f"{[*ERROR_COLUMNS, REASON]}. Help: rename them in the source.")
+    keep = _check_keep(keep, keys)
     src = open_source(source)
-    src.check_columns([*keys, text])
+    src.check_columns([*keys, text, *keep])
     total = _check_source_keys(src, keys, limit)
     lead = targets[0][1]
     chunk_rows = chunk_rows or _default_chunk_rows(lead)
@@ -200,7 +203,8 @@ def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, target
             writer = stack.enter_context(store.writer(set_name, key=keys, spec=spec, version=version,
                                                       provenance=provenance, lock_timeout=lock_timeout,
                                                       run_info=run_info))
-            sinks.append(Sink(writer, enc, fmt.spec_fingerprint(spec)))
+            _check_kept_columns(writer, keep)
+            sinks.append(Sink(writer, enc, fmt.spec_fingerprint(spec), keep))
         bar = stack.enter_context(rich_progress(f"embed {label}", total, enabled=progress_enabled(progress)))
 
         def report(done: int) -> None:
@@ -208,7 +212,7 @@ def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, target
             if on_progress is not None:
                 on_progress(done, total)
 
-        job = _Job(Sinks(sinks, keys, partition_rows), keys, text, chunk_rows, report)
+        job = _Job(Sinks(sinks, keys, partition_rows), keys, text, chunk_rows, report, keep)
         job.run(src, limit)
         runs = [sink.writer.finish("ok", rows_read=job.rows_read) for sink in sinks]
     seconds = time.perf_counter() - t0
@@ -218,6 +222,35 @@ def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, target
                         seconds=seconds, run_id=sink.writer.run_id, errors_by_reason=dict(job.screen.error_counts),
                         provenance=sink.encoder.provenance())
             for n, sink, run in zip(names, sinks, runs)]
+
+
+def _check_keep(keep: Sequence[str], keys: list[str]) -> list[str]:
+    """The ``keep`` columns as a list, refusing names the partitions already use or the job reserves."""
+    if isinstance(keep, str) or not all(isinstance(c, str) and c for c in keep):
+        raise ValidationError(f"keep must be a list of source column names. Got {keep!r} instead.")
+    keep = list(keep)
+    repeated = sorted({c for c in keep if keep.count(c) > 1})
+    if repeated:
+        raise ValidationError(f"Column(s) {repeated} are given twice in keep={keep}.")
+    clash = [c for c in keep if c in keys or c in fmt.SYSTEM_COLUMNS or c.startswith(RESERVED)]
+    if clash:
+        raise ValidationError(
+            f"Cannot keep column(s) {clash}: keys are stored anyway, and {list(fmt.SYSTEM_COLUMNS)} (and names "
+            f"starting with {RESERVED!r}) are written by the store itself. Help: rename them in the source.")
+    return keep
+
+
+def _check_kept_columns(writer: Any, keep: list[str]) -> None:
+    """A version holds the same columns in every partition: a rerun must keep what its first run kept."""
+    m = writer.manifest
+    if m is None or not m.columns:  # a new version: its first partition sets the layout
+        return
+    stored = [c for c in m.columns if c not in m.key and c not in fmt.SYSTEM_COLUMNS]
+    if sorted(stored) != sorted(keep):
+        raise ValidationError(
+            f"Cannot append to {m.name!r} v{m.version} keeping {keep}: its partitions keep {stored}. The kept "
+            "columns are part of a version's layout.\n  Help: keep the same columns, or write a new version "
+            "(version='new', `--version new`).")
 
 
 def _default_chunk_rows(enc: Any) -> int:
@@ -244,9 +277,11 @@ class _Job:
     still gets them).
     """
 
-    def __init__(self, sinks: Sinks, keys: list[str], text: str, chunk_rows: int, report: Any) -> None:
+    def __init__(self, sinks: Sinks, keys: list[str], text: str, chunk_rows: int, report: Any,
+                 keep: Sequence[str] = ()) -> None:
         self.sinks, self.keys, self.text, self.chunk_rows, self.report = sinks, keys, text, chunk_rows, report
-        self.screen = Screen(sinks.sinks, keys, text)
+        self.carry = [c for c in keep if c != text]  # kept columns other than the text, carried beside the keys
+        self.screen = Screen(sinks.sinks, keys, text, self.carry)
         self.rows_read = 0
         self.done = 0
 
@@ -282,7 +317,7 @@ class _Job:
         buf: list[pa.Table] = []
         rows = 0
         binary = [self.text] if src.format == "csv" else []
-        for batch in src.batches([*self.keys, self.text], binary=binary, text=self.text):
+        for batch in src.batches([*self.keys, *self.carry, self.text], binary=binary, text=self.text):
             if limit is not None:
                 if self.rows_read >= limit:
                     break

@@ -36,16 +36,17 @@ def need_column(sink: int) -> str:
 class Screen:
     """Screens a job's source batches; keeps the error rows and their count by kind."""
 
-    def __init__(self, sinks: Sequence[Sink], keys: list[str], text: str) -> None:
+    def __init__(self, sinks: Sequence[Sink], keys: list[str], text: str, carry: Sequence[str] = ()) -> None:
         self.sinks, self.keys, self.text = sinks, keys, text
+        self.carry = list(carry)  # source columns kept beside the vectors (``keep``), passed through as they are
         self.error_counts: dict[str, int] = {}
         self._errors: list[pa.Table] = []
 
     def __call__(self, table: pa.Table) -> tuple[pa.Table, int]:
         """(rows to encode, rows settled here: set aside or held by every sink).
 
-        A batch from ``TableSource.batches(..., text=...)`` in; out: the keys, then a content hash and a "needs it"
-        flag per sink (reserved names), then the text as strings.
+        A batch from ``TableSource.batches(..., text=...)`` in; out: the keys, the carried (kept) columns, then a
+        content hash and a "needs it" flag per sink (reserved names), then the text as strings.
         """
         texts, kinds, messages = classify_texts(table.column(self.text), table.column(ERROR_KIND),
                                                 table.column(ERROR_MESSAGE))
@@ -58,7 +59,7 @@ class Screen:
             for kind in kinds[bad].tolist():
                 self.error_counts[kind] = self.error_counts.get(kind, 0) + 1
         good = np.flatnonzero(kinds == None)  # noqa: E711
-        table = table.select(self.keys).take(pa.array(good))
+        table = table.select([*self.keys, *self.carry]).take(pa.array(good))
         good_texts = [texts[i] for i in good.tolist()]
         tokens = fmt.key_tokens(table, self.keys).to_pylist() if any(s.committed for s in self.sinks) else None
         needed = np.zeros(len(good_texts), dtype=bool)

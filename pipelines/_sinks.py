@@ -20,8 +20,9 @@ from ._screen import hash_column, need_column
 class Sink:
     """One feature set a job writes: its writer, its encoder, and what it already holds."""
 
-    def __init__(self, writer: featurestore.Writer, encoder: Any, fingerprint: str) -> None:
+    def __init__(self, writer: featurestore.Writer, encoder: Any, fingerprint: str, keep: list[str] | None = None) -> None:
         self.writer, self.encoder, self.fingerprint = writer, encoder, fingerprint
+        self.keep = list(keep or [])  # source columns stored beside the vectors
         self.committed = writer.committed_hashes()
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
@@ -43,6 +44,8 @@ class Sinks:
             need = chunk.column(need_column(i)).to_numpy(zero_copy_only=False)
             part = chunk.select(self.keys).append_column(fmt.CONTENT_HASH, chunk.column(hash_column(i)))
             part = part.append_column(fmt.EMBEDDING, fmt.fixed_size_list(block))
+            for c in sink.keep:
+                part = part.append_column(c, chunk.column(c))
             if not need.all():
                 part = part.filter(pa.array(need))
             if not part.num_rows:

@@ -7,6 +7,7 @@ key = "id"
 text = "review"
 encoder = "sentence-transformers:all-MiniLM-L6-v2"
 name = "reviews_minilm"
+keep = ["text", "title"]  # optional: source columns stored beside the vectors (shown by search and SQL)
 layers = [3, -1]          # optional: one feature set per layer, one pass; "model" is the model's own output.
                           # One layer keeps <name>; several are <name>_layer3, <name>_layer_m1 ("model": <name>)
 [options]                 # optional encoder options
@@ -48,6 +49,7 @@ class JobSpec:
     limit: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
     key_types: dict[str, str] = field(default_factory=dict)
+    keep: list[str] = field(default_factory=list)  # source columns stored beside the vectors
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "JobSpec":
@@ -70,8 +72,9 @@ class JobSpec:
         if missing:
             raise ValidationError(f"The job spec needs {missing}.")
         data = dict(data)
-        if isinstance(data.get("key"), str):
-            data["key"] = [data["key"]]
+        for name in ("key", "keep"):
+            if isinstance(data.get(name), str):
+                data[name] = [data[name]]
         if "layers" in data:
             layers = data["layers"] if isinstance(data["layers"], list) else [data["layers"]]
             try:
@@ -96,7 +99,7 @@ def run_job(spec: JobSpec | str | Path, **overrides: Any) -> list[Any]:
     spec = spec if isinstance(spec, JobSpec) else JobSpec.from_toml(spec)
     source: Any = TableSource(spec.source, key_types=spec.key_types) if spec.key_types else spec.source
     common = dict(key=spec.key, text=spec.text, encoder=spec.encoder, version=spec.version, limit=spec.limit,
-                  **spec.options, **overrides)
+                  keep=spec.keep, **spec.options, **overrides)
     layers = [parse_layer(k) for k in spec.layers]
     if len(layers) > 1:  # one set per layer: NAME for the model's output, NAME_layer3, NAME_layer_m1 (layer_name)
         return embed_layers(spec.store, source, name=spec.name, layers=layers, **common)

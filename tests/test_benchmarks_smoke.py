@@ -29,3 +29,16 @@ def test_bench_stack_quick_digits():
     assert our_s > 0 and their_s > 0 and ratio > 0
     goal = re.search(rf"stack-best ({NUMBER}) pts, paired 95% CI \[({NUMBER}), ({NUMBER})\]", lines[7])
     assert goal and float(goal[2]) <= float(goal[1]) <= float(goal[3]), lines[7]
+
+
+def test_bench_search_quick():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_search", "--quick"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if not line.startswith("#")]
+    ratios = [re.search(rf"(\S+)/(\S+) ({NUMBER})x$", line) for line in lines]
+    assert all(ratios) and len(lines) == 6, lines
+    assert [m.group(1) for m in ratios] == ["ours", "ours", "faiss-flat", "duckdb-table", "duckdb-parquet", "exact"]
+    assert "same top-10 True" in lines[0]
+    recall = re.search(rf"recall@10 ({NUMBER}) on 100 queries", lines[5])
+    assert recall and float(recall.group(1)) >= 0.9, lines[5]
