@@ -95,10 +95,11 @@ def read_latest(version_dir: Path, m: Manifest, columns: list[str] | None = None
 class FeatureSet:
     """One version of a feature set. Cheap to create: nothing is read until asked for."""
 
-    def __init__(self, version_dir: Path, manifest: Manifest, *, latest: bool) -> None:
+    def __init__(self, version_dir: Path, manifest: Manifest, *, latest: bool, as_of: str | None = None) -> None:
         self.path = version_dir
         self.manifest = manifest
         self.latest = latest
+        self.as_of = as_of  # a snapshot (``store.get(name, as_of=...)``): only what was committed by then
 
     name = property(lambda self: self.manifest.name)
     version = property(lambda self: self.manifest.version)
@@ -110,7 +111,9 @@ class FeatureSet:
 
     @property
     def view(self) -> str:
-        """The SQL view that reads this version."""
+        """The SQL view that reads this version (a snapshot: ``"name@<time>"``, which ``store.sql`` resolves)."""
+        if self.as_of is not None:
+            return quote_ident(f"{self.name}@{self.as_of}")
         return self.name if self.latest else quote_ident(version_view(self.name, self.version))
 
     def count(self) -> int:
@@ -152,5 +155,6 @@ class FeatureSet:
         return list(self.manifest.runs)
 
     def __repr__(self) -> str:
+        as_of = "" if self.as_of is None else f", as_of={self.as_of!r}"
         return (f"FeatureSet(name={self.name!r}, version={self.version}, dim={self.dim}, dtype={self.dtype!r}, "
-                f"encoder={self.manifest.spec.get('encoder')!r}, rows={self.manifest.rows_written})")
+                f"encoder={self.manifest.spec.get('encoder')!r}, rows={self.manifest.rows_written}{as_of})")

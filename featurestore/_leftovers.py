@@ -3,7 +3,8 @@
 A writer makes a version folder, writes each partition under a ``.tmp-`` name, renames it, and only then lists it in
 the manifest (itself replaced through a ``.tmp-`` file). A kill at any moment can therefore leave, in a feature set's
 folder: a version folder (``v<k>``) with no manifest yet, a ``.tmp-*`` file, or a renamed ``*.parquet`` that no
-manifest lists. Readers ignore them; the next writer removes them under the set's lock; ``doctor`` reports them
+manifest lists. Dropping a version (``_drop``) first renames its folder to ``.tmp-drop-v<k>-<hex>``, so a kill before
+its files are gone leaves such a folder (never a version that looks whole but is half deleted). Readers ignore them; the next writer removes them under the set's lock; ``doctor`` reports them
 (and removes them with ``clean``, under the same lock). This module is the one definition all three use.
 """
 
@@ -31,11 +32,21 @@ class VersionFolder:
     leftovers: list[Path] = field(default_factory=list)
 
 
+DROPPED_PREFIX = ".tmp-drop-"  # a version folder renamed by a drop, before its files are deleted
+
+
+def dropped_name(version: int, token: str) -> str:
+    """The name a dropped version's folder takes until it is deleted: ``.tmp-drop-v<k>-<token>``."""
+    return f"{DROPPED_PREFIX}v{int(version)}-{token}"
+
+
 def version_folders(set_dir: Path) -> list[VersionFolder]:
-    """Every version folder of the feature set in ``set_dir``, each with its manifest and its leftovers."""
+    """Every version folder of the feature set in ``set_dir``, each with its manifest and its leftovers; folders of
+    dropped versions not yet deleted come first, each a leftover whole."""
     if not set_dir.is_dir():
         return []
-    out = []
+    out = [VersionFolder(p, leftovers=[p]) for p in sorted(set_dir.iterdir())
+           if p.name.startswith(DROPPED_PREFIX) and p.is_dir() and not p.is_symlink()]
     for vdir in sorted(p for p in set_dir.iterdir() if is_version_folder(p)):
         if not (vdir / MANIFEST).is_file():
             out.append(VersionFolder(vdir, leftovers=[vdir]))

@@ -20,7 +20,8 @@ import pandas as pd
 import pyarrow as pa
 
 from featurestore._catalog import quote_ident
-from featurestore._format import to_table
+from featurestore._format import EMBEDDING, EVENT_TIME, to_matrix, to_table
+from featurestore._time_travel import parse_as_of, read_history
 from featurestore._validation import Interval, StrOptions, validate_params
 
 from featurestore._validation import DistinctNames
@@ -28,6 +29,7 @@ from featurestore._validation import DistinctNames
 __all__ = ["TrainingSet", "MissingKeysWarning", "MissingKeysError", "join", "read_labels"]
 
 _ROW = "__stackers_row"
+_TIME = "__stackers_time"
 _N_EXAMPLES = 5
 _JOIN_CONSTRAINTS = {"names": [DistinctNames("feature set names")], "how": [StrOptions({"inner", "error"})]}
 _SPLIT_CONSTRAINTS = {
@@ -241,17 +243,27 @@ def _align_key_types(labels_keys: pa.Table, set_keys: pa.Table, set_name: str) -
     return pa.Table.from_arrays(arrays, names=labels_keys.column_names)
 
 
-def _match_rows(con, labels_keys: pa.Table, set_keys: pa.Table, key: list[str]) -> np.ndarray:
-    """For each labels row, the row number of the same key in the feature set, or -1: one DuckDB left join."""
-    left = labels_keys.append_column(_ROW, pa.array(np.arange(labels_keys.num_rows, dtype=np.int64)))
-    right = set_keys.select(key).append_column(_ROW, pa.array(np.arange(set_keys.num_rows, dtype=np.int64)))
+def _match_rows(con, labels_keys: pa.Table, set_keys: pa.Table, key: list[str], *, times: pa.Array | None = None,
+                set_times: pa.Array | None = None) -> np.ndarray:
+    """For each labels row, the row number of the same key in the feature set, or -1: one DuckDB left join.
+
+    With ``times`` (each labels row's time) and ``set_times`` (each set row's ``event_time``), an ASOF join: the row
+    of the same key with the latest event time at or before the label's, so no labels row sees a later embedding.
+    """
+    left, right = labels_keys, set_keys.select(key)
+    on = " AND ".join(f"l.{quote_ident(k)} = r.{quote_ident(k)}" for k in key)  # key names come from files
+    join = "LEFT JOIN"
+    if times is not None:
+        left, right = left.append_column(_TIME, times), right.append_column(_TIME, set_times)
+        on, join = f"{on} AND l.{quote_ident(_TIME)} >= r.{quote_ident(_TIME)}", "ASOF LEFT JOIN"
+    left = left.append_column(_ROW, pa.array(np.arange(labels_keys.num_rows, dtype=np.int64)))
+    right = right.append_column(_ROW, pa.array(np.arange(set_keys.num_rows, dtype=np.int64)))
     con.register("stackers_left", left)
     con.register("stackers_right", right)
     try:
-        on = " AND ".join(f"l.{quote_ident(k)} = r.{quote_ident(k)}" for k in key)  # key names come from files
         result = con.execute(
             f"SELECT l.{quote_ident(_ROW)} AS lrow, coalesce(r.{quote_ident(_ROW)}, -1) AS rrow "
-            f"FROM stackers_left l LEFT JOIN stackers_right r ON {on} ORDER BY lrow"
+            f"FROM stackers_left l {join} stackers_right r ON {on} ORDER BY lrow"
         ).fetchnumpy()
     finally:
         con.unregister("stackers_left")
@@ -260,6 +272,28 @@ def _match_rows(con, labels_keys: pa.Table, set_keys: pa.Table, key: list[str]) 
     if len(lrow) != labels_keys.num_rows or np.any(lrow != np.arange(labels_keys.num_rows)):
         raise ValueError("A feature set holds duplicate keys; the join is ambiguous. Run `featurestore doctor`.")
     return np.asarray(result["rrow"], dtype=np.int64)
+
+
+def _label_times(table: pa.Table, column: str) -> pa.Array:
+    """The labels' ``column`` as UTC timestamps without a zone (naive values are UTC), for the ASOF join."""
+    if column not in table.column_names:
+        raise ValueError(f"as_of names {column!r}, which is not a column of the labels. Columns: {table.column_names}.")
+    col = table.column(column).combine_chunks()
+    typ = col.type
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):  # ISO text, read as store.get(as_of=...) reads it
+        col = pa.array([None if v is None else parse_as_of(v) for v in col.to_pylist()], pa.timestamp("us", tz="UTC"))
+    elif pa.types.is_date(typ):
+        col = col.cast(pa.timestamp("us"))
+    elif not pa.types.is_timestamp(typ):
+        raise TypeError(f"The as_of column {column!r} must hold timestamps (or dates, or ISO strings); got {typ}.")
+    if col.null_count:
+        raise ValueError(f"The as_of column {column!r} holds {col.null_count} nulls: each labels row needs a time.")
+    return _utc_naive(col)
+
+
+def _utc_naive(col: pa.Array) -> pa.Array:
+    # Arrow stores zoned timestamps as UTC instants: dropping the zone keeps the UTC wall time; naive ones are UTC.
+    return col.cast(pa.timestamp("us"))
 
 
 def join(
@@ -273,6 +307,7 @@ def join(
     columns: Sequence[str] | None = None,
     how: str = "inner",
     versions: dict[str, int] | None = None,
+    as_of: str | None = None,
 ) -> TrainingSet:
     """Join feature sets ``names`` from ``store`` with ``labels`` by ``key`` into an aligned TrainingSet.
 
@@ -281,6 +316,11 @@ def join(
     ``columns`` to carry through. ``labels=None`` takes every key of the first feature set. Rows keep the labels' order.
     Keys missing from a set are reported in ``.missing`` and a ``MissingKeysWarning``; ``how="inner"`` drops them,
     ``how="error"`` raises. ``versions`` pins feature set versions (latest otherwise).
+
+    Point in time: ``as_of="label_time"`` names a timestamp column of the labels; each labels row then gets, per set,
+    the newest embedding of its key whose ``event_time`` is at or before that time (a DuckDB ASOF JOIN over every
+    committed row, not only the newest), so no row sees the future. A key may then appear in several labels rows.
+    Rows with no embedding by their time count as missing (``how`` as above). Naive times are UTC.
     """
     import duckdb
 
@@ -311,21 +351,29 @@ def join(
             raise ValueError(f"The {what} column {col!r} is not in the labels. Columns: {table.column_names}.")
 
     labels_keys = table.select(key_list)
+    times = None if as_of is None else _label_times(table, as_of)
+    histories: dict[str, np.ndarray] = {}
     con = duckdb.connect()
     try:
         dup = labels_keys.num_rows - labels_keys.group_by(key_list).aggregate([]).num_rows
-        if dup:
+        if dup and as_of is None:
             raise ValueError(f"Labels hold {dup} duplicate keys; each key must appear once.")
         null_keys = sum(labels_keys.column(k).null_count for k in key_list)
         if null_keys:
             raise ValueError(f"Labels hold {null_keys} null key values.")
         matches, missing, keep = {}, {}, np.ones(table.num_rows, dtype=bool)
         for i, (name, fs) in enumerate(sets.items()):
-            set_keys = fs.keys()
+            history = None if as_of is None else read_history(fs)
+            set_keys = fs.keys() if history is None else history.select(key_list)
             aligned = _align_key_types(labels_keys, set_keys, name)
             if i == 0:
                 labels_keys = aligned  # the TrainingSet's keys take the store's key types
-            rows = _match_rows(con, aligned, set_keys, key_list)
+            if history is None:
+                rows = _match_rows(con, aligned, set_keys, key_list)
+            else:
+                rows = _match_rows(con, aligned, set_keys, key_list, times=times,
+                                   set_times=_utc_naive(history.column(EVENT_TIME).combine_chunks()))
+                histories[name] = to_matrix(history.column(EMBEDDING), fs.dim)
             matches[name] = rows
             lost = rows < 0
             missing[name] = {"count": int(lost.sum()), "examples": _key_examples(labels_keys.filter(pa.array(lost)))}
@@ -335,8 +383,9 @@ def join(
 
     lost_sets = {n: m for n, m in missing.items() if m["count"]}
     if lost_sets:
+        when = "" if as_of is None else f" at or before their {as_of!r}"
         detail = "; ".join(
-            f"{m['count']} of {table.num_rows} label keys are missing from feature set {n!r} (v{sets[n].version}), "
+            f"{m['count']} of {table.num_rows} label keys are missing from feature set {n!r} (v{sets[n].version}){when}, "
             f"e.g. {', '.join(repr(e) for e in m['examples'])}"
             for n, m in lost_sets.items()
         )
@@ -351,7 +400,7 @@ def join(
     kept = np.flatnonzero(keep)
     blocks = {}
     for name, fs in sets.items():
-        matrix = np.asarray(fs.to_numpy(), dtype=np.float32)
+        matrix = histories[name] if name in histories else np.asarray(fs.to_numpy(), dtype=np.float32)
         blocks[name] = matrix[matches[name][kept]]
     kept_pa = pa.array(kept)
     y = None
@@ -367,7 +416,8 @@ def join(
     if columns:
         extra = table.select(list(columns)).take(kept_pa).to_pandas()
     sources = {
-        name: {"version": int(fs.version), "spec": dict(fs.spec), "dim": int(fs.dim)} for name, fs in sets.items()
+        name: {"version": int(fs.version), "spec": dict(fs.spec), "dim": int(fs.dim)} | ({"as_of": as_of} if as_of else {})
+        for name, fs in sets.items()
     }
     return TrainingSet(
         blocks=blocks,

@@ -210,3 +210,29 @@ def test_killed_stacker_save_keeps_a_loadable_model(tmp_path, point, target, n, 
     if left:
         problems.append(f"leftovers of the killed save remain after the next save: {left}")
     assert not problems, "\n".join(problems)
+
+
+# -- dropping a version ---------------------------------------------------------------------------------------------
+DROP_POINTS = [
+    # (point, target, nth call, before/after, doctor options that repair it)
+    ("renamed-before-catalog", "featurestore._store:Store._write_catalog", 1, "before", {"clean": True, "rebuild": True}),
+    ("renamed-and-catalog-before-delete", "featurestore._leftovers:remove", 1, "before", {"clean": True}),
+    ("half-deleted", "os:unlink", 2, "after", {"clean": True}),  # rmtree removed 2 of v2's 3 files
+]
+
+
+@pytest.mark.parametrize("point, target, n, when, repair", DROP_POINTS, ids=[p[0] for p in DROP_POINTS])
+def test_killed_drop_leaves_the_store_readable_and_doctor_repairs_it(store, tmp_path, point, target, n, when, repair):
+    store.write("vecs", crash.vec_rows(range(40)), spec=crash.SPEC)
+    store.write("vecs", crash.vec_rows(range(20, 90), salt=1), spec=crash.SPEC, version="new")
+    body = f"import featurestore\nfeaturestore.open({str(store.root)!r}).drop('vecs', 2)\n"
+    crash.run_code_killed(body, target, n, when)
+
+    assert any(".tmp-drop-v2-" in f for f in crash.leftovers(store.root)), crash.leftovers(store.root)
+    store = featurestore.open(store.root)
+    assert store.versions("vecs") == [1]  # never a half-deleted v2 that looks valid
+    crash.assert_rows(store, "vecs", None, {k: crash.vector(k) for k in range(40)})
+    crash.assert_every_view_readable(store)
+    assert not store.doctor().ok
+    assert store.doctor(**repair).ok
+    crash.assert_clean(store)
