@@ -7,6 +7,7 @@ built by :func:`set_dir` / :func:`version_dir` here.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -41,6 +42,8 @@ class Partition:
     crc32: int
     run_id: str
     created_at: str
+    # count, norm_mean, norm_std, mean (dim floats): see ``_stats``. None for error files and older manifests.
+    stats: dict[str, Any] | None = None
 
 
 @dataclass
@@ -68,7 +71,11 @@ class Manifest:
         return sum(p.rows for p in self.partitions)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, sort_keys=False)
+        data = asdict(self)
+        for part in (*data["partitions"], *data["errors"]):  # no statistics (error files): no key, the older shape
+            if part.get("stats") is None:
+                part.pop("stats", None)
+        return json.dumps(data, indent=1, sort_keys=False)
 
     @classmethod
     def from_dict(cls, data: Any) -> "Manifest":
@@ -125,7 +132,8 @@ class Manifest:
         for field_name in ("partitions", "errors"):
             items = data.get(field_name, [])
             _check(isinstance(items, list), field_name, type(items).__name__, "a list")
-            data[field_name] = [_partition(p, f"{field_name}[{i}]") for i, p in enumerate(items)]
+            data[field_name] = [_partition(p, f"{field_name}[{i}]", dim=data["dim"], vectors=field_name == "partitions")
+                                for i, p in enumerate(items)]
         seen = [p.file for p in data["partitions"] + data["errors"]]
         if len(seen) != len(set(seen)):
             raise ValueError("a partition file is listed twice")
@@ -145,16 +153,40 @@ def _check(ok: Any, field_name: str, value: Any, expected: str) -> None:
         raise ValueError(f"field {field_name!r} must be {expected}; got {shown[:80]}{'...' if len(shown) > 80 else ''}")
 
 
-def _partition(p: Any, where: str) -> Partition:
-    _check(isinstance(p, dict) and set(p) == {f for f in Partition.__dataclass_fields__}, where, p,
-           "an object with file, rows, bytes, crc32, run_id, created_at")
+def _partition(p: Any, where: str, *, dim: int, vectors: bool) -> Partition:
+    _check(isinstance(p, dict) and _PARTITION_FIELDS - {"stats"} <= set(p) <= _PARTITION_FIELDS, where, p,
+           "an object with file, rows, bytes, crc32, run_id, created_at and optionally stats")
     _check(isinstance(p["file"], str) and PARTITION_FILE.match(p["file"]), f"{where}.file", p["file"],
            "a part-*.parquet or errors-*.parquet file name inside the version folder")
     _check(_is_int(p["rows"], 0, 1 << 48), f"{where}.rows", p["rows"], "an int >= 0")
     _check(_is_int(p["bytes"], 0, 1 << 50), f"{where}.bytes", p["bytes"], "an int >= 0")
     _check(_is_int(p["crc32"], 0, 0xFFFFFFFF), f"{where}.crc32", p["crc32"], "a CRC32")
     _check(isinstance(p["run_id"], str) and isinstance(p["created_at"], str), f"{where}.run_id", p["run_id"], "a string")
+    if p.get("stats") is not None:
+        _check(vectors, f"{where}.stats", p["stats"], "absent (an error file holds no vectors)")
+        _check_stats(p["stats"], f"{where}.stats", dim=dim)
     return Partition(**p)
+
+
+_PARTITION_FIELDS = set(Partition.__dataclass_fields__)
+_STATS_FIELDS = {"count", "norm_mean", "norm_std", "mean"}
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _check_stats(s: Any, where: str, *, dim: int) -> None:
+    """A partition's statistics (see ``_stats``): the keys, a count >= 1, finite norms >= 0 and a finite mean vector of
+    the manifest's dim. A count that differs from the partition's rows does not refuse the whole manifest (``doctor``
+    names a partition whose row count is wrong); ``_stats.version_stats`` leaves such statistics out."""
+    _check(isinstance(s, dict) and set(s) == _STATS_FIELDS, where, s, "an object with count, norm_mean, norm_std, mean")
+    _check(_is_int(s["count"], 1, 1 << 48), f"{where}.count", s["count"], "an int >= 1")
+    for name in ("norm_mean", "norm_std"):
+        _check(_is_number(s[name]) and s[name] >= 0, f"{where}.{name}", s[name], "a finite number >= 0")
+    mean = s["mean"]
+    _check(isinstance(mean, list) and len(mean) == dim and all(map(_is_number, mean)), f"{where}.mean",
+           mean, f"a list of {dim} finite numbers (the manifest's dim)")
 
 
 def read_manifest(version_dir: Path) -> Manifest:

@@ -31,6 +31,7 @@ from ._featureset import read_latest
 from ._lock import feature_set_lock
 from ._manifest import MANIFEST, SCHEMA_FILE, Manifest, Partition, file_crc32, fsync_dir, now, set_dir, write_manifest
 from ._newest import partition_file
+from ._stats import column_stats
 from ._validation import Interval, validate_params
 from ._versions import VERSION_CONSTRAINT, choose_version, full_spec
 from .errors import ValidationError
@@ -265,14 +266,15 @@ class Writer:
         step = -(-table.num_rows // n_slices)
         slices = [table.slice(i, step) for i in range(0, table.num_rows, step)]
         paths = [self.version_dir / partition_file("part", self.run_id, m.next_part + i) for i in range(len(slices))]
+        stats = [column_stats(part.column(fmt.EMBEDDING), m.dim) for part in slices]  # see _stats
         if len(slices) == 1:
             crcs = [write_parquet(slices[0], paths[0])]
         else:
             with ThreadPoolExecutor(max_workers=len(slices)) as pool:
                 crcs = list(pool.map(write_parquet, slices, paths))
-        for part, path, crc in zip(slices, paths, crcs):
+        for part, path, crc, part_stats in zip(slices, paths, crcs, stats):
             m.partitions.append(Partition(file=path.name, rows=part.num_rows, bytes=path.stat().st_size,
-                                          crc32=crc, run_id=self.run_id, created_at=now()))
+                                          crc32=crc, run_id=self.run_id, created_at=now(), stats=part_stats))
         m.next_part += len(slices)
         m.has_updates = m.has_updates or updates
         self.stats["partitions"] += len(slices)

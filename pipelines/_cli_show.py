@@ -9,6 +9,8 @@ from typing import Any
 
 import featurestore
 from featurestore._catalog import errors_view
+from featurestore._manifest import Manifest
+from featurestore._stats import float32_list, version_stats
 
 
 def set_info(store: featurestore.Store, name: str, version: int | None = None, *,
@@ -22,13 +24,33 @@ def set_info(store: featurestore.Store, name: str, version: int | None = None, *
         "errors_view": errors_view(fs.name), "rows": fs.count(), "dim": fs.dim, "dtype": fs.dtype, "key": fs.key,
         "spec": m.spec, "provenance": m.provenance, "columns": m.columns, "partitions": len(m.partitions),
         "bytes": sum(p.bytes for p in m.partitions), "error_rows": sum(p.rows for p in m.errors), "runs": m.runs,
+        "stats": _stats(m),
     }
     if partitions:
         info["partition_files"] = [
             {"file": p.file, "kind": kind, "rows": p.rows, "bytes": p.bytes, "created_at": p.created_at,
-             "run_id": p.run_id, "crc32": p.crc32}
+             "run_id": p.run_id, "crc32": p.crc32, "stats": p.stats}
             for kind, parts in (("rows", m.partitions), ("errors", m.errors)) for p in parts]
     return info
+
+
+def _stats(m: Manifest) -> dict[str, Any] | None:
+    """The version's vector statistics, pooled from its partitions' (no row is read; see ``featurestore._stats``)."""
+    stats = version_stats(m.partitions, m.dim, has_updates=m.has_updates)
+    return None if stats is None else {**stats, "mean": float32_list(stats["mean"])}
+
+
+def stats_text(stats: dict[str, Any] | None) -> str:
+    """One line for people: what the statistics cover, the norms, the centroid and the spread."""
+    if stats is None:
+        return "statistics: none (no rows yet, or only partitions written before statistics were kept)"
+    covers = f"{stats['count']:,} committed rows"
+    if stats["rows_without_stats"]:
+        covers += f"; {stats['rows_without_stats']:,} older rows have none"
+    if not stats["view"] and not stats["rows_without_stats"]:
+        covers += ", rewritten keys counted once per write"
+    return (f"statistics ({covers}): norm {stats['norm_mean']:.4g} ± {stats['norm_std']:.3g}  centroid norm "
+            f"{stats['centroid_norm']:.4g}  spread {stats['spread']:.4g} (rms distance to the centroid)")
 
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")

@@ -209,8 +209,10 @@ def test_a_hand_edited_dim_is_refused_by_readers_and_flagged_by_doctor(store):
         store.get("a").to_numpy()
     assert [f.kind for f in store.doctor().findings if f.kind != "catalog"] == ["manifest"]
     # columns edited to agree with the dim: the manifest is consistent, the files are not
-    columns = json.loads((fs.path / "manifest.json").read_text())["columns"]
-    _edit_manifest(fs, columns={**columns, "embedding": "fixed_size_list<item: float>[4]"})
+    data = json.loads((fs.path / "manifest.json").read_text())
+    # (without its statistics too: their 8-value mean vector would already give the edit away)
+    _edit_manifest(fs, columns={**data["columns"], "embedding": "fixed_size_list<item: float>[4]"},
+                   partitions=[{k: v for k, v in p.items() if k != "stats"} for p in data["partitions"]])
     with pytest.raises(CorruptStoreError, match=r"file fixed_size_list<float>\[8\], manifest fixed_size_list<float>\[4\]"):
         store.get("a").to_numpy()
     assert [f.kind for f in store.doctor().findings] == ["schema"]

@@ -234,7 +234,7 @@ def test_show_prints_the_spec_as_json_or_toml_and_partitions_on_request(runner, 
     m = filled.get("vecs").manifest
     assert part == {"file": m.partitions[0].file, "kind": "rows", "rows": 20, "bytes": m.partitions[0].bytes,
                     "created_at": m.partitions[0].created_at, "run_id": m.partitions[0].run_id,
-                    "crc32": m.partitions[0].crc32}
+                    "crc32": m.partitions[0].crc32, "stats": m.partitions[0].stats}
     text = _ok(runner.invoke(cli, ["show", "vecs", "-s", root, "--partitions"])).stdout
     assert m.partitions[0].file in text and m.partitions[0].created_at in text
 
