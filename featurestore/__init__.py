@@ -8,6 +8,8 @@
 Importing this package never imports torch: encoders load their libraries when they are built.
 """
 
+from ._drift import DriftResult, DriftSide
+from ._diff import Diff
 from ._featureset import FeatureSet
 from ._sql import Result
 from ._store import Store, open
@@ -31,8 +33,9 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "open", "Store", "FeatureSet", "Writer", "Result",
+    "open", "Store", "FeatureSet", "Writer", "Result", "Diff",
     "FeatureStoreError", "FeatureSetNotFoundError", "ValidationError", "SpecMismatchError", "InvalidNameError", "MissingDependencyError", "ModelNotFoundError",
     "LockTimeoutError", "QueryTimeoutError", "ReadOnlyQueryError", "UnknownEncoderError", "EncoderNotAvailableError", "CorruptStoreError",
+    "DriftResult", "DriftSide",
     "__version__",
 ]

@@ -18,6 +18,7 @@ from ._names import validate_name
 from ._sql import Result, check_read_only
 from ._validation import Interval, validate_params
 from ._writer import Writer
+from . import _diff, _drop, _time_travel
 from .errors import CorruptStoreError, FeatureSetNotFoundError, FeatureStoreError
 
 MARKER = "featurestore.json"
@@ -76,13 +77,16 @@ class Store:
         validate_name(name)
         return list_versions(set_dir(self.root, name))
 
-    def get(self, name: str, version: int | None = None) -> FeatureSet:
-        """A feature set's latest version, or the given one."""
+    def get(self, name: str, version: int | None = None, *, as_of: Any = None) -> FeatureSet:
+        """A feature set's latest version, or the given one; ``as_of`` (a datetime or ISO string, naive = UTC): the
+        rows as committed at that time, of the newest version that had a commit by then (see ``_time_travel``)."""
         validate_name(name)
         versions = list_versions(set_dir(self.root, name))
         if not versions:
             known = ", ".join(repr(n) for n in self.names()) or "none"
             raise FeatureSetNotFoundError(f"No feature set named {name!r} in {self.root}. Known: {known}.")
+        if as_of is not None:
+            return _time_travel.get_as_of(self, name, version, as_of)
         v = versions[-1] if version is None else int(version)
         if v not in versions:
             raise FeatureSetNotFoundError(f"Feature set {name!r} has no version {v}. Versions: {versions}.")
@@ -134,17 +138,23 @@ class Store:
         return entries, broken
 
     def sql(self, query: str, params: Mapping[str, Any] | Sequence[Any] | None = None, *, read_only: bool = True,
-            timeout: float | None = None, memory_limit: str | None = None) -> Result:
+            timeout: float | None = None, memory_limit: str | None = None, as_of: Any = None) -> Result:
         """Run SQL over the feature sets' views (embedding as ``FLOAT[dim]``); returns a lazy :class:`Result`.
 
         Read-only by default: only statements that read run (SELECT, EXPLAIN of a SELECT; see ``check_read_only``),
         and nothing outside the store is reachable. Each call builds its views in a private in-memory DuckDB from the
         manifests, so queries never wait on (or block) a writer. ``timeout`` (seconds) interrupts a long query with
         :class:`QueryTimeoutError`; ``memory_limit`` (e.g. ``"2GB"``) caps DuckDB's memory.
+
+        Time travel: ``as_of`` builds every view as committed at that time; a quoted ``"name@<ISO time>"`` in the
+        query reads one set as it was then (see ``_time_travel``).
         """
         validate_params({"read_only": read_only, "timeout": timeout}, _SQL_CONSTRAINTS, "Store.sql")
         entries, broken = self._entries()
+        if as_of is not None:
+            entries, broken = _time_travel.entries_as_of(entries, broken, as_of)
         con = reader_connection(self.root, entries, read_only=read_only, memory_limit=memory_limit, broken=broken)
+        _time_travel.define_time_views(con, _time_travel.time_views(query, self))
         if read_only:
             check_read_only(con, query)
         return Result(con.sql(query, params=params), con, timeout=timeout)
@@ -199,3 +209,73 @@ class Store:
 
     def __repr__(self) -> str:
         return f"featurestore.open({str(self.root)!r})"
+
+    # -- versions: drop and diff (``_drop``, ``_diff``) ----------------------------------------------------------
+    def drop(self, name: str, version: int | None = None, *, force: bool = False,
+             lock_timeout: float = 10.0) -> dict[str, Any]:
+        """Remove feature set ``name`` (every version) or one ``version``, under its write lock; see ``_drop``.
+
+        Refused when a saved model under ``models/`` uses what would go, unless ``force``. Returns what was removed.
+        """
+        return _drop.drop(self, name, version, force=force, lock_timeout=lock_timeout)
+
+    def diff(self, a: Any, b: Any, *, examples: int = 5) -> _diff.Diff:
+        """Compare two feature set versions (``"name"``, ``"name@v2"``, ``"name@<ISO time>"`` or a FeatureSet): specs
+        side by side, keys added and removed, rows changed, cosine between the shared keys' vectors."""
+        return _diff.diff(self, a, b, examples=examples)
+
+    # -- statistics and drift (``_stats``, ``_drift``) -------------------------------------------------------------
+    def drift(self, a: Any, b: Any = None, *, where_a: str | None = None, where_b: str | None = None,
+              max_rows: int = 2000, permutations: int = 1000, seed: int = 0, allow_spec_differences: bool = False,
+              progress: bool | None = None) -> "_drift.DriftResult":
+        """How far apart two groups of vectors are: two versions, two sets of one spec, or two ``where`` slices.
+
+        ``a``/``b``: ``"name"``, ``"name@v2"``, ``"name@<ISO time>"`` or a FeatureSet (``b`` defaults to ``a``);
+        ``where_a``/``where_b``: SQL predicates over that set's view selecting the rows of each side. Returns the
+        centroid cosine, the centroid distance in units of spread, the norm shift in pooled std, and an MMD
+        permutation test (on at most ``max_rows`` rows per side, drawn with ``seed``) with its p-value; see ``_drift``.
+        """
+        from . import _drift
+
+        return _drift.drift(self, a, b, where_a=where_a, where_b=where_b, max_rows=max_rows,
+                            permutations=permutations, seed=seed, allow_spec_differences=allow_spec_differences,
+                            progress=progress)
+
+    # -- vector search (``_search``, ``_ann``) -------------------------------------------------------------------
+    def search(self, name: str, query: Any = None, *, key: Any = None, k: int = 10, where: str | None = None,
+               columns: Sequence[str] | None = None, version: int | None = None, metric: str | None = None,
+               include_self: bool = False, index: str = "exact", progress: bool | None = None) -> Any:
+        """The ``k`` rows of ``name`` nearest to a query, as a ``pyarrow.Table``: key column(s), ``score``, ``rank``
+        and the stored ``columns`` asked for (``.to_pandas()`` for pandas).
+
+        ``query``: a text (encoded with the set's own recorded encoder spec), a vector of the set's dim, or a batch
+        (a list of texts, a (queries, dim) array: one table with a ``query`` column, the query's position). ``key``:
+        search with a stored row's vector instead (a list of keys for a batch); that row is left out of its own
+        results unless ``include_self``. ``where``: an SQL predicate over the set's view, run first, so only the rows
+        it keeps are scored. ``metric``: the spec's by default (``cosine``, ``dot``, ``l2``; for ``l2`` the score is
+        minus the distance). Exact by default (ties ordered by key); ``index="ann"`` uses the version's HNSW index,
+        built first when missing or stale (see :meth:`build_index`).
+        """
+        from ._search import search
+
+        return search(self, name, query, key=key, k=k, where=where, columns=columns, version=version, metric=metric,
+                      include_self=include_self, index=index, progress=progress)
+
+    def build_index(self, name: str, *, version: int | None = None, metric: str | None = None, recall: float = 0.95,
+                    force: bool = False, progress: bool | None = None) -> dict[str, Any]:
+        """Build the approximate (HNSW) index of a version for ``search(..., index="ann")``, unless it is current.
+
+        The index is kept beside the version and rebuilt when the version's rows change. Its ``efSearch`` is the
+        smallest whose recall@10 against exact search reaches ``recall`` on a sample of the set's own rows; the
+        returned info holds the recall reached, build seconds and index bytes. Needs ``featurestore[ann]``.
+        """
+        from ._search import build_index
+
+        return build_index(self, name, version=version, metric=metric, recall=recall, force=force, progress=progress)
+
+    def index_info(self, name: str, *, version: int | None = None, metric: str | None = None) -> dict[str, Any]:
+        """The version's ANN index: ``status`` ready / stale (built for rows it no longer holds) / missing, and, when
+        there is one, its recall@10, efSearch, build seconds and bytes."""
+        from ._search import index_info
+
+        return index_info(self, name, version=version, metric=metric)

