@@ -22,9 +22,13 @@ from ._compare import Comparison, compare  # noqa: E402
 from ._leaderboard import Leaderboard, leaderboard  # noqa: E402
 from ._join import MissingKeysError, MissingKeysWarning, TrainingSet, join  # noqa: E402
 from ._persist import load, read_manifest  # noqa: E402
+from ._interactions import Interactions  # noqa: E402
+from ._rec_persist import load_recommender  # noqa: E402
+from ._recommend import RankEvaluation, RecommenderStack  # noqa: E402
 from ._probes import CentroidSimilarity, LogisticProbe, LogisticProbeCV  # noqa: E402
 from ._report import ReportPaths, report  # noqa: E402
 from ._stacking import StackingClassifier  # noqa: E402
+from ._zero_shot import ZeroShotClassifier  # noqa: E402
 from ._store_io import StaleFeatureSetWarning, predict_from_store, write_oof  # noqa: E402
 from featurestore._validation import InvalidParameterError  # noqa: E402
 
@@ -32,21 +36,26 @@ __all__ = [
     "CORAL",
     "CentroidSimilarity",
     "Comparison",
+    "Interactions",
     "InvalidParameterError",
     "Leaderboard",
     "LogisticProbe",
     "LogisticProbeCV",
     "MissingKeysError",
     "MissingKeysWarning",
+    "RankEvaluation",
+    "RecommenderStack",
     "ReportPaths",
     "StackingClassifier",
     "StaleFeatureSetWarning",
     "TrainingSet",
     "Whitening",
+    "ZeroShotClassifier",
     "compare",
     "join",
     "leaderboard",
     "load",
+    "load_recommender",
     "predict_from_store",
     "read_manifest",
     "report",
