@@ -19,6 +19,7 @@ from .errors import (
     EncoderNotAvailableError,
     FeatureSetNotFoundError,
     FeatureStoreError,
+    ImageDecodeError,
     InvalidNameError,
     MissingDependencyError,
     ModelNotFoundError,
@@ -34,7 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "open", "Store", "FeatureSet", "Writer", "Result", "Diff",
-    "FeatureStoreError", "FeatureSetNotFoundError", "ValidationError", "SpecMismatchError", "InvalidNameError", "MissingDependencyError", "ModelNotFoundError",
+    "FeatureStoreError", "FeatureSetNotFoundError", "ImageDecodeError", "ValidationError", "SpecMismatchError", "InvalidNameError", "MissingDependencyError", "ModelNotFoundError",
     "LockTimeoutError", "QueryTimeoutError", "ReadOnlyQueryError", "UnknownEncoderError", "EncoderNotAvailableError", "CorruptStoreError",
     "DriftResult", "DriftSide",
     "__version__",

@@ -22,6 +22,7 @@ EXTRAS = {
     "stack": "learning on stored features (scikit-learn, LightGBM, matplotlib)",
     "static": "static text encoders (WordLlama, GloVe)",
     "clip": "open_clip image and text encoders",
+    "vision": "torchvision image encoders and image decoding (Pillow)",
     "ann": "approximate nearest-neighbour search",
     "ray": "distributed embedding runs",
 }

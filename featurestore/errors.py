@@ -67,3 +67,18 @@ class ModelNotFoundError(FeatureStoreError, FileNotFoundError):
 
 class CorruptStoreError(FeatureStoreError, RuntimeError):
     """Files that disagree with their manifest (missing partition, wrong checksum or row count)."""
+
+
+class ImageDecodeError(FeatureStoreError, ValueError):
+    """An image that cannot be decoded; ``reason`` says why in a few words ("truncated", "not an image"...).
+
+    ``args`` are exactly ``(reason, source)`` so the error pickles back whole from a DataLoader worker process.
+    """
+
+    def __init__(self, reason: str, source: str | None = None) -> None:
+        super().__init__(reason, source)
+        self.reason = reason
+        self.source = source
+
+    def __str__(self) -> str:
+        return self.reason if self.source is None else f"{self.reason}: {self.source}"

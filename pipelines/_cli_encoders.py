@@ -1,5 +1,6 @@
-"""``featurestore encoders ...``: fit an encoder on a table's texts and keep it in the store.
+"""``featurestore encoders ...``: list the installed encoders; fit one on a table's texts and keep it in the store.
 
+    featurestore encoders ls
     featurestore encoders fit tfidf-svd --source train.parquet --text text --key id -s ./store
     featurestore embed --source reviews.parquet --text text -e tfidf-svd:<id> --name reviews_tfidf -s ./store
 
@@ -61,14 +62,45 @@ def fit_from_source(store: featurestore.Store | str | os.PathLike[str], source: 
             "seconds": round(time.perf_counter() - t0, 3), "source": src.description}
 
 
-@click.group(name="encoders")
-def encoders() -> None:
-    """Fitted encoders: fit one on your texts; it is saved in the store and named by its content.
+@click.group(name="encoders", invoke_without_command=True)
+@click.pass_context
+def encoders(ctx: click.Context) -> None:
+    """Encoders: list what is installed (alone or `ls`), or fit one on your texts and keep it in the store.
 
     \b
+      featurestore encoders                      # = featurestore encoders ls
+      featurestore encoders ls --json
       featurestore encoders fit tfidf-svd --source train.parquet --text text -s ./store
       featurestore embed --source reviews.parquet --text text -e tfidf-svd:<id> --name reviews_tfidf -s ./store
     """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(ls)
+
+
+@encoders.command(name="ls")
+@json_option
+def ls(as_json: bool = False) -> None:
+    """List encoder keys: modality, source (built-in or an installed package's entry point), usable offline here.
+
+    Outside packages add keys with an entry point in the group `featurestore.encoders`. `usable` checks the
+    libraries and local weights without loading a model.
+
+    \b
+      featurestore encoders ls
+      featurestore encoders ls --json
+    """
+    from featurestore.encoders import describe_encoders
+
+    rows = describe_encoders()
+    if as_json:
+        echo_json(rows)
+        return
+    width = max([len(r["key"]) for r in rows] + [3])
+    source_width = max([len(r["source"]) for r in rows] + [6])
+    click.echo(f"{'key':<{width}}  {'modality':<11}  {'source':<{source_width}}  usable  detail")
+    for r in rows:
+        click.echo(f"{r['key']:<{width}}  {r['modality'] or '?':<11}  {r['source']:<{source_width}}  "
+                   f"{'yes' if r['usable'] else 'no':<6}  {r['detail']}")
 
 
 @encoders.command(name="fit")

