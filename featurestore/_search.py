@@ -366,22 +366,36 @@ _ENCODERS: OrderedDict[str, Any] = OrderedDict()
 _ENCODERS_LOCK = threading.Lock()
 
 
-def _encoder_for(store: "Store", fs: FeatureSet) -> Any:
-    """The encoder that made the set's vectors, rebuilt from its spec (kept per process: models load once)."""
-    from .encoders import encoder_from_spec
+def _tower(store: "Store", spec: Mapping[str, Any], modality: str) -> Any:
+    """The encoder for ``modality`` queries against vectors of ``spec``: the set's own encoder rebuilt from its spec
+    when the modalities agree; otherwise the other tower of the same model, which must share the set's ``space``
+    (an open_clip text tower for an image set, and the reverse)."""
+    from .encoders import encoder_from_spec, get_encoder
 
+    if spec.get("modality", "text") == modality:
+        return encoder_from_spec(spec, store=store)
+    other = get_encoder(spec["encoder"], modality=modality)
+    if not spec.get("space") or other.spec().get("space") != spec.get("space"):
+        raise SpecMismatchError(f"{spec.get('encoder')!r} has no {modality} tower in the space of these vectors "
+                                f"(space {spec.get('space')!r}, here {other.spec().get('space')!r}).")
+    return other
+
+
+def _encoder_for(store: "Store", fs: FeatureSet, modality: str = "text") -> Any:
+    """The encoder for ``modality`` queries against the set's vectors (kept per process: models load once)."""
     spec = fs.manifest.spec
-    cache_key = json.dumps([str(store.root), spec], sort_keys=True, default=str)
+    cache_key = json.dumps([str(store.root), spec, modality], sort_keys=True, default=str)
     with _ENCODERS_LOCK:
         if cache_key in _ENCODERS:
             _ENCODERS.move_to_end(cache_key)
             return _ENCODERS[cache_key]
     try:
-        encoder = encoder_from_spec(spec, store=store)
-    except (FeatureStoreError, ValueError, ImportError, OSError) as exc:
+        encoder = _tower(store, spec, modality)
+    except (FeatureStoreError, ValueError, ImportError, OSError, TypeError) as exc:
         raise SpecMismatchError(
-            f"Cannot encode a text query for {fs.name!r} v{fs.version}: its encoder {spec.get('encoder')!r} cannot be "
-            f"rebuilt here with the recorded spec ({str(exc).splitlines()[0]}).\n"
+            f"Cannot encode {'a text' if modality == 'text' else 'an image'} query for {fs.name!r} v{fs.version} "
+            f"({spec.get('modality', 'text')} vectors of {spec.get('encoder')!r}): the encoder cannot be rebuilt here "
+            f"for {modality} with the recorded spec ({str(exc).splitlines()[0]}).\n"
             "  Help: search with a vector (query=array) or a stored row (key=...) instead."
         ) from exc
     with _ENCODERS_LOCK:
@@ -425,11 +439,20 @@ def _key_table(key: Any, names: list[str], schema: pa.Schema) -> tuple[pa.Table,
 
 
 def parse_queries(store: "Store", fs: FeatureSet, matrix: Matrix, query: Any, key: Any,
-                  unit: bool) -> _Queries:
-    """Texts, vectors or stored keys -> (q, dim) float32 query vectors (unit length when scoring cosine)."""
-    if (query is None) == (key is None):
-        raise ValidationError("Give exactly one of query (a text, texts, or vectors) and key (a stored row's key).")
+                  unit: bool, image: Any = None) -> _Queries:
+    """Texts, images, vectors or stored keys -> (q, dim) float32 query vectors (unit length when scoring cosine)."""
+    if sum(q is not None for q in (query, key, image)) != 1:
+        raise ValidationError("Give exactly one of query (a text, texts, or vectors), image (a path, bytes or PIL "
+                              "image, or a list of them) and key (a stored row's key).")
     self_rows = None
+    if image is not None:
+        batch = isinstance(image, (list, tuple))
+        images = list(image) if batch else [image]
+        if not images:
+            raise ValidationError("No query given: image=[] is empty.")
+        vectors = np.asarray(_encoder_for(store, fs, "image").encode(images), dtype=np.float32)
+        vectors = _check_vectors(vectors.reshape(len(images), -1), fs, "encoded image")
+        return _Queries(unit_rows(vectors.copy()) if unit else vectors, batch)
     if key is not None:
         keys, batch = _key_table(key, matrix.key, matrix.keys.schema)
         rows = matrix.rows_of(keys)
@@ -442,7 +465,7 @@ def parse_queries(store: "Store", fs: FeatureSet, matrix: Matrix, query: Any, ke
     if isinstance(query, str) or (isinstance(query, (list, tuple)) and query and all(isinstance(q, str) for q in query)):
         batch = not isinstance(query, str)
         texts = [query] if isinstance(query, str) else list(query)
-        vectors = np.asarray(_encoder_for(store, fs).encode(texts), dtype=np.float32)
+        vectors = np.asarray(_encoder_for(store, fs, "text").encode(texts), dtype=np.float32)
         vectors = _check_vectors(vectors, fs, "encoded text")
     else:
         try:
@@ -503,9 +526,10 @@ def hit_columns(store: "Store", fs: FeatureSet, hits: pa.Table, columns: list[st
     return hits
 
 
-def search(store: "Store", name: str, query: Any = None, *, key: Any = None, k: int = 10, where: str | None = None,
-           columns: Sequence[str] | None = None, version: int | None = None, metric: str | None = None,
-           include_self: bool = False, index: str = "exact", progress: bool | None = None) -> pa.Table:
+def search(store: "Store", name: str, query: Any = None, *, key: Any = None, image: Any = None, k: int = 10,
+           where: str | None = None, columns: Sequence[str] | None = None, version: int | None = None,
+           metric: str | None = None, include_self: bool = False, index: str = "exact",
+           progress: bool | None = None) -> pa.Table:
     """See :meth:`Store.search`."""
     validate_params({"k": k, "where": where, "metric": metric, "include_self": include_self, "index": index},
                     _PARAMS, "Store.search")
@@ -514,7 +538,7 @@ def search(store: "Store", name: str, query: Any = None, *, key: Any = None, k: 
     metric = resolve_metric(fs, metric)
     unit = metric == "cosine"
     matrix = load_matrix(fs, unit=unit, progress=progress)
-    queries = parse_queries(store, fs, matrix, query, key, unit)
+    queries = parse_queries(store, fs, matrix, query, key, unit, image)
     rows = None if where is None else where_rows(store, fs, matrix, where)
     drop_self = queries.self_rows is not None and not include_self
     want = k + 1 if drop_self else k

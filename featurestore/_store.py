@@ -242,24 +242,27 @@ class Store:
                             progress=progress)
 
     # -- vector search (``_search``, ``_ann``) -------------------------------------------------------------------
-    def search(self, name: str, query: Any = None, *, key: Any = None, k: int = 10, where: str | None = None,
-               columns: Sequence[str] | None = None, version: int | None = None, metric: str | None = None,
-               include_self: bool = False, index: str = "exact", progress: bool | None = None) -> Any:
+    def search(self, name: str, query: Any = None, *, key: Any = None, image: Any = None, k: int = 10,
+               where: str | None = None, columns: Sequence[str] | None = None, version: int | None = None,
+               metric: str | None = None, include_self: bool = False, index: str = "exact",
+               progress: bool | None = None) -> Any:
         """The ``k`` rows of ``name`` nearest to a query, as a ``pyarrow.Table``: key column(s), ``score``, ``rank``
         and the stored ``columns`` asked for (``.to_pandas()`` for pandas).
 
         ``query``: a text (encoded with the set's own recorded encoder spec), a vector of the set's dim, or a batch
         (a list of texts, a (queries, dim) array: one table with a ``query`` column, the query's position). ``key``:
         search with a stored row's vector instead (a list of keys for a batch); that row is left out of its own
-        results unless ``include_self``. ``where``: an SQL predicate over the set's view, run first, so only the rows
+        results unless ``include_self``. ``image``: a path, bytes or PIL image (or a list), encoded by the set's image
+        encoder. A text against image vectors (or an image against text vectors) goes through the other tower of the
+        same open_clip model, checked to share the set's ``space``. ``where``: an SQL predicate over the set's view, run first, so only the rows
         it keeps are scored. ``metric``: the spec's by default (``cosine``, ``dot``, ``l2``; for ``l2`` the score is
         minus the distance). Exact by default (ties ordered by key); ``index="ann"`` uses the version's HNSW index,
         built first when missing or stale (see :meth:`build_index`).
         """
         from ._search import search
 
-        return search(self, name, query, key=key, k=k, where=where, columns=columns, version=version, metric=metric,
-                      include_self=include_self, index=index, progress=progress)
+        return search(self, name, query, key=key, image=image, k=k, where=where, columns=columns, version=version,
+                      metric=metric, include_self=include_self, index=index, progress=progress)
 
     def build_index(self, name: str, *, version: int | None = None, metric: str | None = None, recall: float = 0.95,
                     force: bool = False, progress: bool | None = None) -> dict[str, Any]:

@@ -55,6 +55,9 @@ def _vectors(path: str) -> Any:
               "a compound key); the row itself is left out unless --include-self.")
 @click.option("--vector-file", type=click.Path(exists=True, dir_okay=False),
               help="A .npy vector (dim,) or a batch of them (queries, dim).")
+@click.option("--image", "image_file", type=click.Path(exists=True, dir_okay=False),
+              help="An image file, encoded by the set's image encoder (for text vectors of an open_clip model, by its "
+                   "image tower).")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Rows per query.")
 @click.option("--where", help="SQL predicate over the set's view, applied before scoring (e.g. \"rating >= 4\").")
 @list_option("--columns", "columns", metavar="COL[,COL]", help="Stored columns to show beside each hit.")
@@ -65,10 +68,10 @@ def _vectors(path: str) -> Any:
 @click.option("--include-self", is_flag=True, help="With --key: keep the row itself in its results.")
 @store_option
 @json_option
-def search(name: str, text: str | None, key_text: str | None, vector_file: str | None, k: int, where: str | None,
-           columns: list[str], version: int | None, index: str, metric: str | None, include_self: bool,
-           store_path: str, as_json: bool) -> None:
-    """The K rows of NAME nearest to a text, a stored row, or vectors from a .npy file.
+def search(name: str, text: str | None, key_text: str | None, vector_file: str | None, image_file: str | None, k: int,
+           where: str | None, columns: list[str], version: int | None, index: str, metric: str | None,
+           include_self: bool, store_path: str, as_json: bool) -> None:
+    """The K rows of NAME nearest to a text, an image, a stored row, or vectors from a .npy file.
 
     \b
       featurestore search reviews_minilm --text "soft cotton dress" -k 5 --columns text
@@ -78,10 +81,11 @@ def search(name: str, text: str | None, key_text: str | None, vector_file: str |
     Scores: cosine or dot similarity, or minus the L2 distance (higher is nearer); ties are ordered by key.
     --json prints a list: one object per hit (with "query", the query's position, for a batch from a file).
     """
-    given = [flag for flag, value in (("--text", text), ("--key", key_text), ("--vector-file", vector_file))
-             if value is not None]
+    given = [flag for flag, value in (("--text", text), ("--key", key_text), ("--vector-file", vector_file),
+                                      ("--image", image_file)) if value is not None]
     if len(given) != 1:
-        raise click.UsageError(f"Give exactly one of --text, --key and --vector-file (got {', '.join(given) or 'none'}).")
+        raise click.UsageError(f"Give exactly one of --text, --image, --key and --vector-file (got "
+                               f"{', '.join(given) or 'none'}).")
     store = featurestore.open(store_path, create=False)
     query: Any = None
     key: Any = None
@@ -91,7 +95,7 @@ def search(name: str, text: str | None, key_text: str | None, vector_file: str |
         query = _vectors(vector_file)
     else:
         key = parse_key(store.get(name, version), key_text)
-    result = store.search(name, query, key=key, k=k, where=where, columns=columns or None, version=version,
+    result = store.search(name, query, key=key, image=image_file, k=k, where=where, columns=columns or None, version=version,
                           metric=metric, include_self=include_self, index=index)
     rows = result.to_pylist()
     if as_json:

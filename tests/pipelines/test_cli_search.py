@@ -52,7 +52,7 @@ def test_ann_index(runner, filled):
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["vecs"], 2, "Give exactly one of --text, --key and --vector-file (got none)"),
+    (["vecs"], 2, "Give exactly one of --text, --image, --key and --vector-file (got none)"),
     (["vecs", "--key", "1", "--text", "x"], 2, "(got --text, --key)"),
     (["vecs", "--key", "abc"], 2, "'abc' is not a int64"),
     (["vecs", "--key", "99"], 1, "No row with key id=99 in 'vecs' v1"),
