@@ -180,14 +180,16 @@ class Writer:
             )
         return table
 
-    def append(self, data: Any) -> int:
+    def append(self, data: Any, *, screened: bool = False, updates: bool = False) -> int:
         """Validate and commit ``data`` as one partition; rows already stored with the same content are skipped.
 
-        Returns the number of rows written.
+        Returns the number of rows written. ``screened``: the caller already left out the rows the version holds
+        (an embedding job looks its source's keys up on disk), so they are not looked up here in the dict of every
+        committed key and hash, which grows with the version (about 0.3 KB a row); ``updates`` then says whether some
+        row replaces a committed row of its key (the views must keep the newest).
         """
         table = self.prepare(data)
-        committed = self.committed_hashes()
-        updates = False
+        committed = {} if screened else self.committed_hashes()
         if committed and table.num_rows:
             tokens = fmt.key_tokens(table, self.key).to_pylist()
             keep = fmt.changed_rows(tokens, table.column(fmt.CONTENT_HASH).to_pylist(), committed)
@@ -199,9 +201,7 @@ class Writer:
         if table.num_rows == 0:
             return 0
         self._commit(table, updates=updates)
-        if self._committed is not None:
-            tokens = fmt.key_tokens(table, self.key).to_pylist()
-            self._committed.update(zip(tokens, table.column(fmt.CONTENT_HASH).to_pylist()))
+        self._remember(table)
         return table.num_rows
 
     def record_errors(self, errors: Any) -> int:
@@ -306,3 +306,9 @@ class Writer:
             write_manifest(self.version_dir, self.manifest)
             self._refresh_catalog()
         return self.run
+
+    def _remember(self, table: pa.Table) -> None:
+        """Add committed rows to the dict of :meth:`committed_hashes`, once someone asked for it."""
+        if self._committed is not None:
+            tokens = fmt.key_tokens(table, self.key).to_pylist()
+            self._committed.update(zip(tokens, table.column(fmt.CONTENT_HASH).to_pylist()))

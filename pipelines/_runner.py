@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from featurestore.errors import ValidationError
 
 from ._screen import Screen
 from ._sinks import Sink, Sinks
+from ._source_keys import SourceKeys
 from .sources import TableSource, open_source
 from .sources._errors import RESERVED
 
@@ -67,7 +68,9 @@ def embed(store: featurestore.Store | str | os.PathLike[str], source: Any, *, ke
           text: str = "text", encoder: str | Any = "sentence-transformers:all-MiniLM-L6-v2", name: str,
           version: int | str = "auto", chunk_rows: int | None = None, partition_rows: int = 10_000,
           progress: bool | None = None, on_progress: ProgressCallback | None = None, lock_timeout: float = 60.0,
-          limit: int | None = None, keep: Sequence[str] = (), **encoder_options: Any) -> EmbedResult:
+          limit: int | None = None, keep: Sequence[str] = (), engine: str = "local", address: str | None = None,
+          num_gpus_per_worker: float | None = None, concurrency: int | None = None, staging: str | None = None,
+          **encoder_options: Any) -> EmbedResult:
     """Embed the ``text`` column of ``source`` with ``encoder`` into feature set ``name``, keyed by ``key``.
 
     ``source`` is a Parquet/CSV/JSONL file or folder, or an Arrow/pandas table. Encoder options (``device``,
@@ -76,8 +79,26 @@ def embed(store: featurestore.Store | str | os.PathLike[str], source: Any, *, ke
     error. ``version="auto"`` appends to the version with the same encoder spec or starts a new one.
     ``keep``: source columns stored beside the vectors (the text itself may be one), so search results and SQL can
     show them; they are not part of the encoder spec, and a version keeps the same columns in every partition.
+    ``engine="ray"`` runs the encoder as Ray Data actors (``pipelines/_ray_engine.py``): ``address`` of the cluster
+    (default: the running one, else a local one), ``num_gpus_per_worker`` per actor, ``concurrency`` actors, and a
+    ``staging`` folder every node can read (any pyarrow filesystem URI; default a local temporary folder). The store,
+    its format, provenance, resume and idempotence are the local engine's.
     """
     _check_options(encoder_options)
+    ray_options = {"address": address, "num_gpus_per_worker": num_gpus_per_worker, "concurrency": concurrency,
+                   "staging": staging}
+    if engine == "ray":
+        from ._ray_engine import embed_ray  # only here: the local engine never imports ray
+
+        return embed_ray(store, source, name=name, encoder=encoder, encoder_options=encoder_options, key=key,
+                         text=text, version=version, chunk_rows=chunk_rows, partition_rows=partition_rows,
+                         progress=progress, on_progress=on_progress, lock_timeout=lock_timeout, limit=limit,
+                         keep=keep, **ray_options)
+    if engine != "local":
+        raise ValidationError(f"The 'engine' parameter of embed must be 'local' or 'ray'. Got {engine!r} instead.")
+    given = sorted(k for k, v in ray_options.items() if v is not None)
+    if given:
+        raise ValidationError(f"Option(s) {given} apply to engine='ray' only; this job runs on engine='local'.")
     targets = [(name, _build_encoder(encoder, encoder_options, store))]
     return _run(store, source, targets, key=key, text=text, version=version, chunk_rows=chunk_rows,
                 partition_rows=partition_rows, progress=progress, on_progress=on_progress,
@@ -98,16 +119,7 @@ def embed_layers(store: featurestore.Store | str | os.PathLike[str], source: Any
     own: a rerun encodes only rows some set still lacks. Returns one result per layer, in order.
     """
     _check_options(encoder_options)
-    if "layer" in encoder_options:
-        raise ValueError("embed_layers() takes the layers as `layers=[...]`, not `layer=`.")
-    if not isinstance(encoder, str):
-        raise TypeError(f"embed_layers() needs an encoder name such as 'sentence-transformers:all-MiniLM-L6-v2', "
-                        f"got {type(encoder).__name__}.")
-    layers = list(layers)
-    if not layers:
-        raise ValueError("embed_layers() needs at least one layer.")
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"Repeated layer in {layers}: each layer is one feature set.")
+    layers = check_layers("embed_layers", encoder, encoder_options, layers, "sentence-transformers:all-MiniLM-L6-v2")
     own = {k: v for k, v in encoder_options.items() if k != "pooling"}  # the model's output has its own pooling
     targets = [(name, _build_encoder(encoder, own, store)) if k is None
                else (layer_name(name, k), _build_encoder(encoder, {**encoder_options, "layer": k}, store))
@@ -115,6 +127,20 @@ def embed_layers(store: featurestore.Store | str | os.PathLike[str], source: Any
     return _run(store, source, targets, key=key, text=text, version=version, chunk_rows=chunk_rows,
                 partition_rows=partition_rows, progress=progress, on_progress=on_progress,
                 lock_timeout=lock_timeout, limit=limit, keep=keep)
+
+
+def check_layers(caller: str, encoder: Any, options: dict[str, Any], layers: Sequence[Any], example: str) -> list[Any]:
+    """The layers (or stages) of a one-pass job as a list: named encoder, no ``layer=`` beside, none repeated."""
+    if "layer" in options:
+        raise ValueError(f"{caller}() takes the layers as `layers=[...]`, not `layer=`.")
+    if not isinstance(encoder, str):
+        raise TypeError(f"{caller}() needs an encoder name such as {example!r}, got {type(encoder).__name__}.")
+    layers = list(layers)
+    if not layers:
+        raise ValueError(f"{caller}() needs at least one layer.")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"Repeated layer in {layers}: each layer is one feature set.")
+    return layers
 
 
 #: in a list of layers, the model's own output (its own pooling and normalisation), beside hidden layers
@@ -167,6 +193,37 @@ def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, target
          progress: bool | None, on_progress: ProgressCallback | None, lock_timeout: float,
          limit: int | None, keep: Sequence[str] = ()) -> list[EmbedResult]:
     """One pass over ``source`` writing each (feature set, encoder) target; the first encoder leads the pass."""
+    store, keys, keep = check_job(store, targets, key, {"text": text}, keep)
+    src = open_source(source)
+    src.check_columns([*keys, text, *keep])
+    lead = targets[0][1]
+    chunk_rows = chunk_rows or _default_chunk_rows(lead)
+    with SourceKeys(keys, src.description) as index:  # on disk: memory stays flat whatever the source's size
+        total = index.scan(src, text, limit)
+        index.check_duplicates()
+
+        def work(sinks: Sinks, report: Callable[[int], None]) -> tuple[int, dict[str, int]]:
+            for sink in sinks.sinks:
+                sink.attach(index.committed(sink.writer))
+            if not any(sink.committed for sink in sinks.sinks):
+                index.close()  # nothing to look up: DuckDB's buffers (up to its cap) are not kept through the job
+            job = _Job(sinks, keys, text, chunk_rows, report, keep)
+            job.run(src, limit)
+            return job.rows_read, job.screen.error_counts
+
+        return write_targets(store, src, targets, keys=keys, keep=keep, version=version,
+                             partition_rows=partition_rows, progress=progress, on_progress=on_progress,
+                             lock_timeout=lock_timeout, total=total, work=work)
+
+
+def check_job(store: featurestore.Store | str | os.PathLike[str], targets: list[tuple[str, Any]],
+              key: str | Sequence[str], payload: dict[str, str | None],
+              keep: Sequence[str]) -> tuple[featurestore.Store, list[str], list[str]]:
+    """The checks every embedding job makes before reading a row: (store, keys, keep columns).
+
+    ``payload`` names the embedded column by role (``{"text": "review"}``, ``{"image": "path"}``); it may not be a
+    key, and no key or payload column may use a reserved name or clash with the error rows' columns.
+    """
     store = store if isinstance(store, featurestore.Store) else featurestore.open(store)
     names = [n for n, _ in targets]
     for n in names:
@@ -174,21 +231,31 @@ def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, target
     if len(set(names)) != len(names):
         raise ValueError(f"Two targets write the same feature set: {names}")
     keys = [key] if isinstance(key, str) else list(key)
-    if text in keys:
-        raise ValidationError(f"The text column {text!r} cannot also be a key column.")
-    reserved = [c for c in [*keys, text] if c.startswith(RESERVED)]
+    for role, column in payload.items():
+        if column in keys:
+            raise ValidationError(f"The {role} column {column!r} cannot also be a key column.")
+    reserved = [c for c in [*keys, *payload.values()] if c is not None and c.startswith(RESERVED)]
     if reserved:
         raise ValidationError(f"Column name(s) {reserved} start with {RESERVED!r}, which embedding jobs reserve.")
     clash = [k for k in keys if k in (*ERROR_COLUMNS, REASON)]
     if clash:  # checked here, not when the first bad row is recorded at the end of the job
         raise ValidationError(f"Key column(s) {clash} clash with the columns of the error rows a job records "
                               f"{[*ERROR_COLUMNS, REASON]}. Help: rename them in the source.")
-    keep = _check_keep(keep, keys)
-    src = open_source(source)
-    src.check_columns([*keys, text, *keep])
-    total = _check_source_keys(src, keys, limit)
-    lead = targets[0][1]
-    chunk_rows = chunk_rows or _default_chunk_rows(lead)
+    return store, keys, _check_keep(keep, keys)
+
+
+def write_targets(store: featurestore.Store, src: Any, targets: list[tuple[str, Any]], *, keys: list[str],
+                  keep: list[str], version: int | str, partition_rows: int, progress: bool | None,
+                  on_progress: ProgressCallback | None, lock_timeout: float, total: int,
+                  work: Callable[[Sinks, Callable[[int], None]], tuple[int, dict[str, int]]],
+                  facts: dict[str, Any] | None = None) -> list[EmbedResult]:
+    """Open a writer per (feature set, encoder) target, run ``work(sinks, report)``, finish each run: the results.
+
+    ``work`` is the pass over the source (text here, images in ``_image_job``); it returns the rows it read and its
+    failed rows by kind. Every embedding job writes, records its run and reports progress through this one path.
+    ``facts``: how the job ran (``{"engine": "ray", ...}``), kept in the provenance and the run record.
+    """
+    names = [n for n, _ in targets]
     t0 = time.perf_counter()
     label = names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1}"
     source_facts = {"source": src.description, "source_fingerprint": src.fingerprint()}
@@ -198,8 +265,8 @@ def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, target
             if getattr(enc, "stored_state", False):  # fitted state goes with its vectors (idempotent)
                 enc.save(store)
             spec = enc.spec()
-            provenance = {**enc.provenance(), **source_facts}
-            run_info = {"source": src.description, "encoder": spec.get("encoder")}
+            provenance = {**enc.provenance(), **source_facts, **(facts or {})}
+            run_info = {"source": src.description, "encoder": spec.get("encoder"), **(facts or {})}
             writer = stack.enter_context(store.writer(set_name, key=keys, spec=spec, version=version,
                                                       provenance=provenance, lock_timeout=lock_timeout,
                                                       run_info=run_info))
@@ -212,14 +279,13 @@ def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, target
             if on_progress is not None:
                 on_progress(done, total)
 
-        job = _Job(Sinks(sinks, keys, partition_rows), keys, text, chunk_rows, report, keep)
-        job.run(src, limit)
-        runs = [sink.writer.finish("ok", rows_read=job.rows_read) for sink in sinks]
+        rows_read, error_counts = work(Sinks(sinks, keys, partition_rows), report)
+        runs = [sink.writer.finish("ok", rows_read=rows_read) for sink in sinks]
     seconds = time.perf_counter() - t0
     return [EmbedResult(name=n, version=sink.writer.manifest.version if sink.writer.manifest else None,
-                        rows_read=job.rows_read, rows_written=run.get("rows_written", 0),
+                        rows_read=rows_read, rows_written=run.get("rows_written", 0),
                         rows_skipped=run.get("rows_skipped", 0), rows_failed=run.get("rows_failed", 0),
-                        seconds=seconds, run_id=sink.writer.run_id, errors_by_reason=dict(job.screen.error_counts),
+                        seconds=seconds, run_id=sink.writer.run_id, errors_by_reason=dict(error_counts),
                         provenance=sink.encoder.provenance())
             for n, sink, run in zip(names, sinks, runs)]
 
@@ -259,15 +325,14 @@ def _default_chunk_rows(enc: Any) -> int:
 
 
 def _check_source_keys(src: TableSource, keys: list[str], limit: int | None) -> int:
-    """Null or duplicate keys in the source are an error before any model is loaded."""
-    table = src.read_columns(keys)
-    if limit is not None:
-        table = table.slice(0, limit)
-    try:
-        fmt.check_keys(table, keys)
-    except ValidationError as exc:
-        raise ValidationError(f"Source {src.description}: {exc}") from None
-    return table.num_rows
+    """Null or duplicate keys in the source are an error before any model is loaded; returns the rows checked.
+
+    The keys go through a DuckDB table on disk (``SourceKeys``), not a table in memory.
+    """
+    with SourceKeys(keys, src.description) as index:
+        total = index.scan(src, None, limit)
+        index.check_duplicates()
+    return total
 
 
 class _Job:
@@ -302,28 +367,38 @@ class _Job:
                 chunk = meta.pop(0)
                 self.sinks.add(chunk, vectors)
                 self._advance(chunk.num_rows)
-            self.sinks.flush(force=True)
-            self.sinks.wait()
-            self.sinks.record_errors(self.screen.errors())
+            self._finish()
         finally:
             self.sinks.close()
+
+    def _finish(self) -> None:
+        """Commit what is pending, then the error rows still held."""
+        self.sinks.flush(force=True)
+        self.sinks.wait()
+        self.sinks.record_errors(self.screen.errors())
 
     def _advance(self, rows: int) -> None:
         self.done += rows
         self.report(self.done)
 
+    def _source_batches(self, src: Any) -> Iterator[pa.RecordBatch]:
+        """The source's batches as the screen takes them (an image job reads an ``ImageSource`` instead)."""
+        binary = [self.text] if src.format == "csv" else []
+        return src.batches([*self.keys, *self.carry, self.text], binary=binary, text=self.text)
+
     def _chunks(self, src: TableSource, limit: int | None) -> Iterator[pa.Table]:
         """Screened rows that still need encoding (see ``Screen``), re-cut to ``chunk_rows``."""
         buf: list[pa.Table] = []
         rows = 0
-        binary = [self.text] if src.format == "csv" else []
-        for batch in src.batches([*self.keys, *self.carry, self.text], binary=binary, text=self.text):
+        for batch in self._source_batches(src):
             if limit is not None:
                 if self.rows_read >= limit:
                     break
                 batch = batch.slice(0, limit - self.rows_read)
+            todo, settled = self.screen(pa.Table.from_batches([batch]), self.rows_read)
             self.rows_read += batch.num_rows
-            todo, settled = self.screen(pa.Table.from_batches([batch]))
+            if self.screen.error_rows >= self.sinks.partition_rows:  # stored as they fill a partition, not held
+                self.sinks.record_errors(self.screen.take_errors())
             self._advance(settled)
             if todo.num_rows:
                 buf.append(todo)

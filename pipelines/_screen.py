@@ -2,11 +2,15 @@
 
 A row whose text cannot be embedded becomes an error row: its keys, a ``kind`` token and a ``message`` (see
 ``sources._errors``). A row that a feature set already holds with the same content hash (text and encoder spec) is
-skipped for that set; a row every set holds is not encoded at all. That is how a rerun resumes.
+skipped for that set; a row every set holds is not encoded at all. That is how a rerun resumes. What a set holds comes
+from ``Sink.held``: for a text job, a stream of committed hashes by source row number (``_source_keys``), so the
+screen keeps nothing per row; error rows wait here until the job stores them (``take_errors``), a partition's worth
+at most.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -41,42 +45,70 @@ class Screen:
         self.carry = list(carry)  # source columns kept beside the vectors (``keep``), passed through as they are
         self.error_counts: dict[str, int] = {}
         self._errors: list[pa.Table] = []
+        self.error_rows = 0  # error rows waiting in ``_errors``
+        self._lock = threading.Lock()  # the screen runs in the encoder's reading thread; the job takes errors
 
-    def __call__(self, table: pa.Table) -> tuple[pa.Table, int]:
+    def __call__(self, table: pa.Table, start: int | None = None) -> tuple[pa.Table, int]:
         """(rows to encode, rows settled here: set aside or held by every sink).
 
         A batch from ``TableSource.batches(..., text=...)`` in; out: the keys, the carried (kept) columns, then a
-        content hash and a "needs it" flag per sink (reserved names), then the text as strings.
+        content hash and a "needs it" flag per sink (reserved names), then the text as strings. ``start``: the
+        batch's first row number in the source, which a sink's committed-hash stream is read by.
         """
         texts, kinds, messages = classify_texts(table.column(self.text), table.column(ERROR_KIND),
                                                 table.column(ERROR_MESSAGE))
+        bad = self.set_aside(table, kinds, messages)
+        good = np.flatnonzero(kinds == None)  # noqa: E711
+        table = table.select([*self.keys, *self.carry]).take(pa.array(good))
+        good_texts = [texts[i] for i in good.tolist()]
+        rows = None if start is None else good + start
+        table, needed = self.mark(table, [fmt.text_hashes(good_texts, sink.fingerprint) for sink in self.sinks], rows)
+        table = table.append_column(self.text, pa.array(good_texts, pa.string()))
+        return table.filter(pa.array(needed)), bad + int((~needed).sum())
+
+    def set_aside(self, table: pa.Table, kinds: np.ndarray, messages: np.ndarray) -> int:
+        """Keep the rows of ``table`` whose kind is not None as error rows (keys, kind, message); returns how many."""
         bad = np.flatnonzero(kinds != None)  # noqa: E711 - object array comparison
         if len(bad):
             errors = table.select(self.keys).take(pa.array(bad))
             for name, values in zip(ERROR_COLUMNS, (kinds[bad], messages[bad])):
                 errors = errors.append_column(name, pa.array(values.tolist(), pa.string()))
-            self._errors.append(errors)
-            for kind in kinds[bad].tolist():
-                self.error_counts[kind] = self.error_counts.get(kind, 0) + 1
-        good = np.flatnonzero(kinds == None)  # noqa: E711
-        table = table.select([*self.keys, *self.carry]).take(pa.array(good))
-        good_texts = [texts[i] for i in good.tolist()]
-        tokens = fmt.key_tokens(table, self.keys).to_pylist() if any(s.committed for s in self.sinks) else None
-        needed = np.zeros(len(good_texts), dtype=bool)
-        for i, sink in enumerate(self.sinks):
-            hashes = fmt.text_hashes(good_texts, sink.fingerprint)
-            need = np.ones(len(good_texts), dtype=bool)
-            if sink.committed and tokens is not None:
-                need = fmt.changed_rows(tokens, hashes.to_pylist(), sink.committed)
+            with self._lock:
+                self._errors.append(errors)
+                self.error_rows += errors.num_rows
+                for kind in kinds[bad].tolist():
+                    self.error_counts[kind] = self.error_counts.get(kind, 0) + 1
+        return len(bad)
+
+    def mark(self, table: pa.Table, hashes: Sequence[pa.Array],
+             rows: np.ndarray | None = None) -> tuple[pa.Table, np.ndarray]:
+        """``table`` (good rows) with each sink's content hash and "needs it" flag appended, and which rows any sink
+        needs. ``hashes[i]`` are the rows' content hashes under sink ``i``'s spec; rows a sink holds count as skipped.
+        ``rows``: the rows' numbers in the source, for sinks that look committed hashes up by row (see ``Sink.held``).
+        """
+        needed = np.zeros(table.num_rows, dtype=bool)
+        for i, (sink, sink_hashes) in enumerate(zip(self.sinks, hashes)):
+            need = np.ones(table.num_rows, dtype=bool)
+            held = sink.held(table, self.keys, rows)
+            if held is not None:
+                need = held != np.asarray(sink_hashes.to_pylist(), dtype=object)
                 sink.writer.stats["rows_skipped"] += int((~need).sum())
+                if not sink.updates and (need & (held != None)).any():  # noqa: E711 - object array comparison
+                    sink.updates = True  # a held key gets new content: the version's views keep the newest row
             needed |= need
-            table = table.append_column(hash_column(i), hashes).append_column(need_column(i), pa.array(need))
-        table = table.append_column(self.text, pa.array(good_texts, pa.string()))
-        return table.filter(pa.array(needed)), len(bad) + int((~needed).sum())
+            table = table.append_column(hash_column(i), sink_hashes).append_column(need_column(i), pa.array(need))
+        return table, needed
 
     def errors(self) -> pa.Table | None:
-        """Every error row so far: the keys, ``kind`` and ``message``; None when there were none."""
-        return pa.concat_tables(self._errors) if self._errors else None
+        """Every error row not yet taken: the keys, ``kind`` and ``message``; None when there were none."""
+        with self._lock:
+            return pa.concat_tables(self._errors) if self._errors else None
+
+    def take_errors(self) -> pa.Table | None:
+        """The error rows so far, forgotten here: a job stores them in batches so they never pile up in memory."""
+        with self._lock:
+            errors, self._errors, self.error_rows = self._errors, [], 0
+        return pa.concat_tables(errors) if errors else None
 
 
 def classify_texts(column: pa.ChunkedArray, kinds: pa.ChunkedArray,

@@ -5,6 +5,7 @@ At most one commit is in flight while the next chunk is encoded: memory stays bo
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -15,6 +16,7 @@ import featurestore
 from featurestore import _format as fmt
 
 from ._screen import hash_column, need_column
+from ._source_keys import Committed
 
 
 class Sink:
@@ -23,9 +25,33 @@ class Sink:
     def __init__(self, writer: featurestore.Writer, encoder: Any, fingerprint: str, keep: list[str] | None = None) -> None:
         self.writer, self.encoder, self.fingerprint = writer, encoder, fingerprint
         self.keep = list(keep or [])  # source columns stored beside the vectors
-        self.committed = writer.committed_hashes()
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
+        self.indexed = False  # see ``attach``
+        self.committed: Committed | None = None
+        self.updates = False  # the screen saw a held key with new content (views must then keep the newest row)
+
+    def attach(self, committed: Committed | None) -> None:
+        """Look committed rows up by source row number in ``committed`` (``SourceKeys.committed``; None: the version
+        holds none of the source's keys) instead of by key in the writer's dict of every committed row, and commit
+        without the writer checking again: nothing per row stays in memory."""
+        self.indexed, self.committed = True, committed
+
+    def held(self, table: pa.Table, keys: list[str], rows: np.ndarray | None) -> np.ndarray | None:
+        """The committed content hash of each row of ``table`` (None where its key is not held), as an object array;
+        None when the version holds nothing. ``rows``: the rows' numbers in the source, needed once attached."""
+        if self.indexed:
+            if self.committed is None or rows is None or not len(rows):
+                return None if self.committed is None else np.full(table.num_rows, None, dtype=object)
+            return self.committed.hashes(int(rows[0]), int(rows[-1]) + 1)[rows - rows[0]]
+        committed = self.writer.committed_hashes()  # every committed row, in a dict (image jobs)
+        if not committed:
+            return None
+        return np.array([committed.get(t) for t in fmt.key_tokens(table, keys).to_pylist()], dtype=object)
+
+    def commit(self, table: pa.Table) -> int:
+        """Write ``table`` as one partition (the writer skips rows it holds, unless the screen already did)."""
+        return self.writer.append(table, screened=self.indexed, updates=self.updates)
 
 
 class Sinks:
@@ -35,6 +61,8 @@ class Sinks:
         self.sinks, self.keys, self.partition_rows = sinks, keys, partition_rows
         self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurestore-commit")
         self._inflight: Future | None = None
+        # Error rows may be stored from the encoder's reading thread while this one commits: one writer call at a time.
+        self._lock = threading.RLock()
 
     def add(self, chunk: pa.Table, vectors: list[np.ndarray]) -> None:
         """An encoded chunk (screened rows, see ``_screen.Screen``) with one block of vectors per sink."""
@@ -61,10 +89,11 @@ class Sinks:
             return
         parts = []
         for sink in ready:
-            parts.append((sink.writer, pa.concat_tables(sink.pending)))
+            parts.append((sink, pa.concat_tables(sink.pending)))
             sink.pending, sink.pending_rows = [], 0
-        self.wait()  # at most one commit in flight: bounded memory, ordered partitions
-        self._inflight = self._commits.submit(lambda: [writer.append(table) for writer, table in parts])
+        with self._lock:
+            self.wait()  # at most one commit in flight: bounded memory, ordered partitions
+            self._inflight = self._commits.submit(lambda: [sink.commit(table) for sink, table in parts])
 
     def wait(self) -> None:
         """Until the commit in flight is done; its error, if any, is raised here."""
@@ -73,10 +102,12 @@ class Sinks:
             self._inflight = None
 
     def record_errors(self, errors: pa.Table | None) -> None:
-        """Store the job's error rows (keys, ``kind``, ``message``) in every set."""
+        """Store error rows (keys, ``kind``, ``message``) in every set, once the commit in flight is done."""
         if errors is not None:
-            for sink in self.sinks:
-                sink.writer.record_errors(errors)
+            with self._lock:
+                self.wait()
+                for sink in self.sinks:
+                    sink.writer.record_errors(errors)
 
     def close(self) -> None:
         self._commits.shutdown(wait=True)

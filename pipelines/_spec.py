@@ -16,6 +16,10 @@ batch_size = 32
 [key_types]               # optional, CSV/TSV only: read these keys as numbers (every CSV column is text otherwise)
 id = "int64"
 ```
+Images (``pipelines.embed_images``): ``images = "photos/"`` (a folder or a glob such as ``"photos/**/*.jpg"``) in place
+of ``source``, or ``source = "photos.parquet"`` with ``image = "file"`` (a column of paths or bytes); ``label`` names the
+sub-folder column (``false``: none); ``layers`` are stage names (``["features.6", "model"]``); ``[options]`` take the
+image encoder's options and ``num_workers``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 from featurestore.errors import ValidationError
 
+from ._image_job import image_job_options, parse_stage, run_image_job
 from ._runner import ENCODER_OPTIONS, parse_layer
 
 try:
@@ -50,6 +55,9 @@ class JobSpec:
     options: dict[str, Any] = field(default_factory=dict)
     key_types: dict[str, str] = field(default_factory=dict)
     keep: list[str] = field(default_factory=list)  # source columns stored beside the vectors
+    images: bool = False  # the source is an image folder or glob (``images = "photos/"`` in a spec file)
+    image: str | None = None  # a table source's column of image paths or bytes
+    label: str | bool | None = "label"  # an image folder's sub-folder column; false: none
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "JobSpec":
@@ -68,22 +76,29 @@ class JobSpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValidationError(f"Unknown job spec field(s) {unknown}. Known: {sorted(known)}")
+        data = dict(data)
+        if isinstance(data.get("images"), str):  # an image folder or glob, in place of `source`
+            if "source" in data:
+                raise ValidationError("A job spec takes `source` (a table) or `images` (an image folder or glob), "
+                                      "not both.")
+            data["source"], data["images"] = data["images"], True
         missing = [k for k in ("source", "name") if k not in data]
         if missing:
             raise ValidationError(f"The job spec needs {missing}.")
-        data = dict(data)
+        image_job = bool(data.get("images")) or data.get("image") is not None
         for name in ("key", "keep"):
             if isinstance(data.get(name), str):
                 data[name] = [data[name]]
         if "layers" in data:
             layers = data["layers"] if isinstance(data["layers"], list) else [data["layers"]]
             try:
-                data["layers"] = [parse_layer(k) for k in layers]
+                data["layers"] = [parse_stage(k) if image_job else parse_layer(k) for k in layers]
             except ValueError as exc:
                 raise ValidationError(f"Job spec field 'layers': {exc}") from None
-        bad = sorted(set(data.get("options", {})) - set(ENCODER_OPTIONS))
+        valid = image_job_options() if image_job else ENCODER_OPTIONS
+        bad = sorted(set(data.get("options", {})) - set(valid))
         if bad:
-            raise ValidationError(f"Unknown encoder option(s) {bad} in the job spec. Valid: {list(ENCODER_OPTIONS)}")
+            raise ValidationError(f"Unknown encoder option(s) {bad} in the job spec. Valid: {list(valid)}")
         if base is not None:
             for k in ("source", "store"):
                 if k in data and not Path(data[k]).expanduser().is_absolute() and "://" not in str(data[k]):
@@ -97,6 +112,8 @@ def run_job(spec: JobSpec | str | Path, **overrides: Any) -> list[Any]:
     from .sources import TableSource
 
     spec = spec if isinstance(spec, JobSpec) else JobSpec.from_toml(spec)
+    if spec.images or spec.image is not None:
+        return run_image_job(spec, **overrides)
     source: Any = TableSource(spec.source, key_types=spec.key_types) if spec.key_types else spec.source
     common = dict(key=spec.key, text=spec.text, encoder=spec.encoder, version=spec.version, limit=spec.limit,
                   keep=spec.keep, **spec.options, **overrides)

@@ -42,3 +42,33 @@ def test_bench_search_quick():
     assert "same top-10 True" in lines[0]
     recall = re.search(rf"recall@10 ({NUMBER}) on 100 queries", lines[5])
     assert recall and float(recall.group(1)) >= 0.9, lines[5]
+
+
+def test_bench_embed_images_quick():
+    proc = subprocess.run([sys.executable, "-W", "ignore", "-m", "benchmarks.bench_embed_images", "--quick"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if not line.startswith("#")]
+    assert len(lines) == 5, lines
+    hand = re.search(rf"hand loop .* ({NUMBER}) img/s   forward only ({NUMBER}) img/s   hand/forward ({NUMBER})x$",
+                     lines[0])
+    assert hand and 0 < float(hand[3]) <= 1.2, lines[0]  # decoding only adds to the forward pass
+    cos = re.search(rf"cos to hand loop min ({NUMBER})   ours/hand-loop ({NUMBER})x$", lines[1])
+    assert cos and float(cos[1]) > 0.9999 and float(cos[2]) > 0, lines[1]  # the same vectors as the user's own loop
+    assert re.search(rf"ours/forward-only ({NUMBER})x$", lines[2]), lines[2]
+    assert re.search(rf"ours/forward-only-nhwc ({NUMBER})x$", lines[3]), lines[3]
+    assert re.fullmatch(r"goal   ours/hand-loop >= 1\.30x: (met|missed)   ours/forward-only >= 0\.85x: (met|missed)",
+                        lines[4]), lines[4]
+
+
+def test_bench_embed_scale_quick():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_embed_scale", "--quick"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if not line.startswith("#")]
+    assert [line.split()[0] for line in lines] == ["scale"] * 4 + ["goal"] * 2, lines
+    for line in lines[:4]:
+        assert re.search(rf"peak RSS +\d+ MB .* rows/s ({NUMBER})x$", line), line
+    growth = [re.search(r"peak RSS growth ([-+]\d+) MB \(goal < 100 MB: (met|missed)\)", line) for line in lines[4:]]
+    assert all(growth), lines[4:]
+    assert all((int(g[1]) < 100) == (g[2] == "met") for g in growth)  # the verdict agrees with the figure

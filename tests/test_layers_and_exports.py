@@ -44,3 +44,11 @@ def test_layers_import_only_downwards(package):
                 if top in LAYERS and top not in allowed:
                     offenders.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not offenders
+
+
+def test_the_local_engine_never_imports_ray(tmp_path):
+    """Ray is for `engine="ray"` only: `import featurestore` and a whole local embedding job never import it."""
+    code = ("import sys, featurestore, pipelines, pyarrow as pa; assert 'ray' not in sys.modules, 'on import'; "
+            "pipelines.embed(sys.argv[1], pa.table({'id': [1, 2], 'text': ['a b', 'c']}), encoder='hash:8', "
+            "name='t', progress=False); assert 'ray' not in sys.modules, 'in a local job'")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "s")], check=True, cwd=ROOT, timeout=120)

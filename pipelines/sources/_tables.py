@@ -50,7 +50,7 @@ class TableSource:
         self.paths: list[Path] = []
         self._root: Path | None = None
         if isinstance(source, (str, os.PathLike)):
-            path = Path(source).expanduser()
+            path = Path(_local_path(str(source))).expanduser()
             if not path.exists():
                 raise ValidationError(f"Source {str(path)!r} does not exist.")
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS and not p.name.startswith((".", "_"))) if path.is_dir() else [path]
@@ -227,6 +227,23 @@ class TableSource:
                     yield buf.flush()
         if buf.rows:
             yield buf.flush()
+
+
+def _local_path(source: str) -> str:
+    """A path, or a ``file://`` URI as a path (pyarrow's reading of it). Other filesystems are refused by name: the
+    job's driver reads the source, so it must be on a disk it sees."""
+    if "://" not in source:
+        return source
+    from pyarrow import fs as pafs
+
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(source)
+    except (pa.ArrowException, ValueError) as exc:
+        raise ValidationError(f"Cannot read source {source!r}: {exc}") from None
+    if not isinstance(filesystem, pafs.LocalFileSystem):
+        raise ValidationError(f"Source {source!r} is on {filesystem.type_name}: sources are read by the job's driver "
+                              "from a local path or a file:// URI. Help: copy it to local disk or mount the bucket.")
+    return path
 
 
 def _parquet_file(path: Path):

@@ -252,3 +252,12 @@ def test_job_specs_fall_back_to_tomli_without_tomllib(tmp_path, monkeypatch):
     with pytest.raises(ValidationError, match=r"job\.toml' is not valid TOML"):
         spec_module.JobSpec.from_toml(path)
 
+
+
+def test_a_file_uri_reads_as_its_path(tmp_path):
+    """Sources may be given as pyarrow filesystem URIs; ``file://`` is the local disk (the driver reads sources)."""
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "text": ["a", "b"]}), path)
+    assert TableSource(path.as_uri()).read_columns(["id", "text"]).equals(TableSource(path).read_columns(["id", "text"]))
+    with pytest.raises(ValidationError, match="does not exist"):
+        TableSource((tmp_path / "missing.parquet").as_uri())
