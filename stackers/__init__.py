@@ -20,6 +20,7 @@ del _module, import_optional
 from ._align import CORAL, Whitening  # noqa: E402
 from ._compare import Comparison, compare  # noqa: E402
 from ._leaderboard import Leaderboard, leaderboard  # noqa: E402
+from ._learning_curve import LearningCurve, learning_curve  # noqa: E402
 from ._join import MissingKeysError, MissingKeysWarning, TrainingSet, join  # noqa: E402
 from ._persist import load, read_manifest  # noqa: E402
 from ._interactions import Interactions  # noqa: E402
@@ -39,6 +40,7 @@ __all__ = [
     "Interactions",
     "InvalidParameterError",
     "Leaderboard",
+    "LearningCurve",
     "LogisticProbe",
     "LogisticProbeCV",
     "MissingKeysError",
@@ -54,6 +56,7 @@ __all__ = [
     "compare",
     "join",
     "leaderboard",
+    "learning_curve",
     "load",
     "load_recommender",
     "predict_from_store",
