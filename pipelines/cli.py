@@ -238,10 +238,25 @@ def sql(query: str, store_path: str, fmt: str, as_json: bool, max_rows: int, tim
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @list_option("--keep", "keep", metavar="COL[,COL]", help="Source columns stored beside the vectors (e.g. the text "
              "and a title), so search results and SQL can show them.")
+@click.option("--images", metavar="DIR_OR_GLOB", help="Embed images: a folder (keyed by relative path, sub-folder as "
+              "the 'label' column) or a glob such as 'photos/**/*.jpg'. Instead of --source.")
+@click.option("--image", "image_column", metavar="COL", help="Embed images from a table: --source's column of image "
+              "paths (relative to the table's folder) or bytes.")
+@click.option("--label", "label", default=None, metavar="NAME", help="With --images: the sub-folder column's name "
+              "(default: label; '' for none).")
+@click.option("--num-workers", type=click.IntRange(min=0), help="Image decoding processes (default: min(4, cores - 1); "
+              "0 decodes in the main process).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), help="local (default): this process; ray: the encoder "
+              "runs as Ray Data actors (pip install 'featurestore[ray]').")
+@click.option("--address", help="With --engine ray: the Ray cluster (ray://host:10001, auto; default: a local one).")
+@click.option("--num-gpus-per-worker", type=click.FloatRange(min=0), help="With --engine ray: GPUs per encoder actor.")
+@click.option("--concurrency", type=click.IntRange(min=1), help="With --engine ray: encoder actors (default: one per "
+              "GPU share, else one per node).")
 @json_option
 def embed(spec_path, store_path, source, keys, text, encoder, name, version, layers, pooling, device, batch_size,
-          max_seq_length, normalize, dtype, backend, precision, limit, progress, keep, as_json):
-    """Embed a text column into a feature set (streaming, resumable, idempotent).
+          max_seq_length, normalize, dtype, backend, precision, limit, progress, keep, images, image_column, label,
+          num_workers, engine, address, num_gpus_per_worker, concurrency, as_json):
+    """Embed a text column, or images, into a feature set (streaming, resumable, idempotent).
 
     \b
       featurestore embed --store ./store --source reviews.parquet --key id --text review \\
@@ -249,13 +264,19 @@ def embed(spec_path, store_path, source, keys, text, encoder, name, version, lay
       featurestore embed --spec jobs/reviews.toml
       featurestore embed --source reviews.parquet --text review -e sentence-transformers:all-MiniLM-L6-v2 \\
           --name reviews_minilm --layers model,3 --pooling mean
+      featurestore embed --images photos/ -e torchvision:mobilenet_v2 --name photos_mobilenet
+      featurestore embed --source photos.parquet --image file -e torchvision:mobilenet_v2 --name photos_mobilenet
 
     A rerun skips rows already embedded; rows with null, empty or non-text values go to the view "NAME@errors".
     --json prints a list: one result per feature set written.
     """
     from . import JobSpec, run_job
+    from ._image_job import parse_stage
     from ._runner import parse_layer
 
+    if images and source:
+        raise click.UsageError("Pass --images (an image folder or glob) or --source (a table), not both.")
+    source = source or images
     ctx = click.get_current_context()
     given = lambda p: ctx.get_parameter_source(p) not in (None, click.core.ParameterSource.DEFAULT)  # noqa: E731
     if spec_path:
@@ -267,6 +288,14 @@ def embed(spec_path, store_path, source, keys, text, encoder, name, version, lay
         job = JobSpec(source=source, name=name, encoder=encoder)
     if source:
         job.source = source
+    if images:
+        job.images, job.image = True, None
+    if image_column:
+        job.image = image_column
+    if label is not None:
+        job.label = label or None
+    if num_workers is not None:
+        job.options["num_workers"] = num_workers
     if name:
         job.name = name
     if encoder:
@@ -281,7 +310,7 @@ def embed(spec_path, store_path, source, keys, text, encoder, name, version, lay
         job.version = int(version) if version.isdigit() else version
     if layers:
         try:
-            job.layers = [parse_layer(k) for k in layers]
+            job.layers = [parse_stage(k) if job.images or job.image else parse_layer(k) for k in layers]
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--layers") from None
         if len(set(job.layers)) != len(job.layers):
@@ -296,7 +325,12 @@ def embed(spec_path, store_path, source, keys, text, encoder, name, version, lay
     results = []
     if progress is None and quiet():
         progress = False
-    for r in run_job(job, progress=progress):  # every layer in one pass over the source
+    on_ray = {k: v for k, v in (("engine", engine), ("address", address), ("num_gpus_per_worker", num_gpus_per_worker),
+                                ("concurrency", concurrency)) if v is not None}
+    if on_ray and (len(job.layers) > 1 or job.images or job.image is not None):
+        raise click.UsageError("--engine/--address/--num-gpus-per-worker/--concurrency apply to a text job writing one "
+                               "feature set (one layer).")
+    for r in run_job(job, progress=progress, **on_ray):  # every layer in one pass over the source
         results.append(r.to_dict())
         set_name = r.name
         if not as_json:
@@ -587,6 +621,8 @@ cli.add_command(_drift)
 cli.add_command(_search)
 cli.add_command(_recommend)
 demo.add_command(_movies)
+from ._demo_images import images_demo as _images_demo  # noqa: E402 - `featurestore demo images`
+demo.add_command(_images_demo)
 
 
 def main() -> None:

@@ -71,3 +71,24 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+TINY_CLIP = "fs-test-tiny-clip"
+_TINY_CLIP_CONFIG = {"embed_dim": 32,
+                     "vision_cfg": {"image_size": 32, "layers": 3, "width": 64, "patch_size": 8, "head_width": 32},
+                     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> str:
+    """A tiny random-init open_clip architecture registered with ``open_clip.add_model_config``: its name.
+
+    No package ships CLIP weights, so tests run the real open_clip code on this config (``open_clip:<name>/random``).
+    """
+    open_clip = pytest.importorskip("open_clip")
+    import json
+
+    path = tmp_path_factory.mktemp("clip-config") / f"{TINY_CLIP}.json"
+    path.write_text(json.dumps(_TINY_CLIP_CONFIG))
+    open_clip.add_model_config(path)
+    return TINY_CLIP

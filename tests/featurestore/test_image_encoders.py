@@ -26,18 +26,7 @@ open_clip = pytest.importorskip("open_clip")
 torchvision = pytest.importorskip("torchvision")
 Image = pytest.importorskip("PIL.Image")
 
-ARCH = "fs-test-tiny-clip"
-TINY = {"embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 3, "width": 64, "patch_size": 8, "head_width": 32},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("clip-config") / f"{ARCH}.json"
-    path.write_text(json.dumps(TINY))
-    open_clip.add_model_config(path)
-    return ARCH
+ARCH = "fs-test-tiny-clip"  # registered by the tiny_clip fixture (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ an image as the query, and a clear refusal where no such tower exists."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -13,18 +11,9 @@ from featurestore.errors import SpecMismatchError
 open_clip = pytest.importorskip("open_clip")
 Image = pytest.importorskip("PIL.Image")
 
-ARCH = "fs-test-search-clip"
-TINY = {"embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-
-
 @pytest.fixture(scope="module")
-def clip_name(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("search-clip") / f"{ARCH}.json"
-    path.write_text(json.dumps(TINY))
-    open_clip.add_model_config(path)
-    return f"open_clip:{ARCH}/random"
+def clip_name(tiny_clip) -> str:
+    return f"open_clip:{tiny_clip}/random"
 
 
 @pytest.fixture(scope="module")

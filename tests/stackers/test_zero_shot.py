@@ -7,20 +7,12 @@ text vectors are informative by construction.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score
 
 from stackers import StackingClassifier, ZeroShotClassifier
 from stackers._zero_shot import DEFAULT_TEMPLATES
-
-ARCH = "fs-test-zero-shot-clip"
-TINY = {"embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
-
 
 class _Words:
     """A text encoder whose vector for a prompt is the sum of fixed random vectors of its words."""
@@ -92,16 +84,8 @@ def test_width_mismatch_and_bad_templates_are_refused():
         ZeroShotClassifier(_Words(), templates=("no placeholder",)).fit(np.ones((4, 24)), [0, 1, 0, 1])
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> str:
-    open_clip = pytest.importorskip("open_clip")
-    path = tmp_path_factory.mktemp("zs-clip") / f"{ARCH}.json"
-    path.write_text(json.dumps(TINY))
-    open_clip.add_model_config(path)
-    return ARCH
-
-
 def test_for_feature_set_uses_the_text_tower_of_the_model_that_wrote_the_images(tiny_clip, store):
+    pytest.importorskip("open_clip")
     from featurestore.encoders import get_encoder
 
     Image = pytest.importorskip("PIL.Image")
