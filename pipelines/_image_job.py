@@ -28,10 +28,10 @@ from featurestore.errors import ImageDecodeError, ValidationError
 
 from ._runner import (MODEL_OUTPUT, EmbedResult, _build_encoder, _Job, check_job, check_layers,
                       write_targets)
-from ._screen import Screen
+from ._screen import Screen, settle_rows
 from ._sinks import Sinks
 from ._source_keys import SourceKeys
-from .sources._errors import ERROR_KIND, ERROR_MESSAGE, NULL
+from .sources._errors import ERROR_KIND, ERROR_MESSAGE
 from .sources._images import IMAGE, WHERE, ImageSource, open_images
 
 #: the error kind of an image that cannot be read or decoded; the message is ``<path>: <reason>``
@@ -196,19 +196,17 @@ class _ImageScreen(Screen):
         messages = np.array(table.column(ERROR_MESSAGE).to_pylist(), dtype=object)
         refs, where = table.column(IMAGE).to_pylist(), table.column(WHERE).to_pylist()
         hashes: list[list[str]] = [[] for _ in self.sinks]
-        for i, ref in enumerate(refs):
-            if kinds[i] is not None:
-                continue
-            if ref is None:
-                kinds[i], messages[i] = NULL, "no image: the path or bytes are null or empty"
-                continue
+
+        def check(i: int, ref: Any) -> tuple[str, str] | None:
             try:
                 data = _read(ref) if isinstance(ref, str) else ref
             except ImageDecodeError as exc:
-                kinds[i], messages[i] = BAD_IMAGE, f"{where[i]}: {exc.reason}"
-                continue
+                return BAD_IMAGE, f"{where[i]}: {exc.reason}"
             for j, sink in enumerate(self.sinks):  # one definition of a content hash: text_hashes, over the bytes
                 hashes[j].append(fmt.text_hashes([data], sink.fingerprint)[0].as_py())
+            return None
+
+        settle_rows(refs, kinds, messages, "no image: the path or bytes are null or empty", check)
         bad = self.set_aside(table, kinds, messages)
         good = np.flatnonzero(kinds == None)  # noqa: E711 - object array comparison
         numbers = None if start is None else good + start

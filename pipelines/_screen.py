@@ -11,7 +11,7 @@ at most.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -124,21 +124,31 @@ def classify_texts(column: pa.ChunkedArray, kinds: pa.ChunkedArray,
     messages_out = np.array(messages.to_pylist(), dtype=object)
     is_binary = pa.types.is_binary(typ) or pa.types.is_large_binary(typ)
     is_text = pa.types.is_string(typ) or pa.types.is_large_string(typ)
-    for i, v in enumerate(values):
-        if kinds_out[i] is not None:
-            continue
-        if v is None:
-            kinds_out[i], messages_out[i] = NULL, "the text is null"
-            continue
+
+    def check(i: int, v: Any) -> tuple[str, str] | None:
         if is_binary:
             try:
                 v = values[i] = v.decode("utf-8")
             except UnicodeDecodeError as exc:
-                kinds_out[i], messages_out[i] = UNDECODABLE, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
-                continue
+                return UNDECODABLE, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
         elif not is_text:
-            kinds_out[i], messages_out[i] = NON_STRING, non_string_message(str(typ))
-            continue
-        if not v.strip():
-            kinds_out[i], messages_out[i] = EMPTY, "the text is empty or only whitespace"
+            return NON_STRING, non_string_message(str(typ))
+        return None if v.strip() else (EMPTY, "the text is empty or only whitespace")
+
+    settle_rows(values, kinds_out, messages_out, "the text is null", check)
     return values, kinds_out, messages_out
+
+
+def settle_rows(values: Sequence[Any], kinds: np.ndarray, messages: np.ndarray, null_message: str,
+                check: Callable[[int, Any], tuple[str, str] | None]) -> None:
+    """Give each row the source did not flag its error kind and message, in place (None stays: the row is fine).
+
+    A null value is kind ``null`` with ``null_message``; ``check(i, value)`` returns ``(kind, message)`` for any other
+    error of row ``i``. The one loop every screen (texts, images) runs, so a flagged row is never looked at again.
+    """
+    for i, v in enumerate(values):
+        if kinds[i] is not None:
+            continue
+        found = (NULL, null_message) if v is None else check(i, v)
+        if found is not None:
+            kinds[i], messages[i] = found
