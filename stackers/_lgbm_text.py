@@ -56,19 +56,23 @@ class _Bad(Exception):
 
 
 def check_model_text(text: str, *, n_features: int, n_classes: int, max_trees: int, max_leaves: int = MAX_LEAVES,
-                     source: str = "model text") -> None:
+                     source: str = "model text", objective: str | None = None) -> None:
     """Raise ``ValueError`` unless ``text`` is a LightGBM model LightGBM can load and predict with safely.
 
     ``n_features`` and ``n_classes`` are what the meta learner feeds and expects (a binary model has one tree per
     iteration); ``max_trees`` and ``max_leaves`` bound the trees; ``source`` names the file in the message.
+    ``objective``: the exact objective line expected (``"lambdarank"`` for a ranker); by default a classifier's
+    (``binary sigmoid:<number>`` or ``multiclass num_class:<k>``).
     """
     try:
-        _check(text, n_features=n_features, n_classes=n_classes, max_trees=max_trees, max_leaves=max_leaves)
+        _check(text, n_features=n_features, n_classes=n_classes, max_trees=max_trees, max_leaves=max_leaves,
+               objective=objective)
     except _Bad as exc:
         raise ValueError(f"{source} is not a LightGBM model this stacker can load: {exc}.") from None
 
 
-def _check(text: str, *, n_features: int, n_classes: int, max_trees: int, max_leaves: int) -> None:
+def _check(text: str, *, n_features: int, n_classes: int, max_trees: int, max_leaves: int,
+           objective: str | None) -> None:
     if not isinstance(text, str):
         raise _Bad(f"expected text, got {type(text).__name__}")
     if not text.isascii():
@@ -95,15 +99,17 @@ def _check(text: str, *, n_features: int, n_classes: int, max_trees: int, max_le
         raise _Bad("label_index must be 0")
     if not _VERSION.fullmatch(header.get("version", "")):
         raise _Bad(f"version={header.get('version')!r}, expected e.g. 'v4'")
-    objective = header.get("objective", "")
-    if n_classes <= 2:
-        m = re.fullmatch(r"binary sigmoid:(\S+)", objective)
+    got = header.get("objective", "")
+    if objective is not None:
+        ok, want = got == objective, objective
+    elif n_classes <= 2:
+        m = re.fullmatch(r"binary sigmoid:(\S+)", got)
         ok = m is not None and _FLOAT_ONE.fullmatch(m.group(1)) is not None and 0 < float(m.group(1)) < math.inf
+        want = "binary sigmoid:<number>"
     else:
-        ok = objective == f"multiclass num_class:{n_classes}"
+        ok, want = got == f"multiclass num_class:{n_classes}", f"multiclass num_class:{n_classes}"
     if not ok:
-        want = "binary sigmoid:<number>" if n_classes <= 2 else f"multiclass num_class:{n_classes}"
-        raise _Bad(f"objective={objective!r}, expected {want!r}")
+        raise _Bad(f"objective={got!r}, expected {want!r}")
     unknown = sorted(set(header) - _HEADER_FIELDS)
     if unknown:
         raise _Bad(f"its header has field(s) {unknown[:5]} that the meta learner never writes")

@@ -35,6 +35,7 @@ import warnings
 import zipfile
 from datetime import datetime, timezone
 from numbers import Integral
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -196,21 +197,32 @@ def save(model, path, *, metrics: Any = None) -> Path:
 
     path = Path(path)
     _check_target(path)
+
+    def write(folder: Path) -> None:
+        np.savez(folder / ARRAYS, **arrays)  # stored, not compressed: load refuses compressed members
+        _fsync(folder / ARRAYS)
+        if isinstance(model.meta_estimator_, LightGBMMeta):
+            _write_text(folder / LGBM_FILE, model.meta_estimator_.model_text_)
+
+    return install_folder(path, write, text)
+
+
+def install_folder(path: Path, write: Callable[[Path], None], manifest_text: str) -> Path:
+    """Put a saved model's folder at ``path`` atomically: ``write(tmp)`` fills a sibling ``.<name>.tmp-*`` folder,
+    the manifest goes in last (a leftover with a manifest is a finished model), then two renames swap it in.
+
+    A kill between the renames leaves no folder at ``path``: readers finish the swap from the siblings
+    (:func:`_recover`), so the old model or the new one is always what loads. Used by every saved model kind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     old = None
     try:
-        np.savez(tmp / ARRAYS, **arrays)  # stored, not compressed: load refuses compressed members
-        _fsync(tmp / ARRAYS)
-        if isinstance(model.meta_estimator_, LightGBMMeta):
-            _write_text(tmp / LGBM_FILE, model.meta_estimator_.model_text_)
-        # The manifest goes in last, whole (write + rename): a leftover folder with a manifest is a finished model.
-        _write_text(tmp / (MANIFEST + ".part"), text)
+        write(tmp)
+        _write_text(tmp / (MANIFEST + ".part"), manifest_text)
         os.replace(tmp / (MANIFEST + ".part"), tmp / MANIFEST)
         _fsync(tmp)
-        # Swap in the finished directory. A kill between the two renames leaves no folder at `path`: load finishes
-        # the swap from the siblings (_recover), so the old model or the new one is always what loads.
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             path.rename(old)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import uuid
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +24,7 @@ import numpy as np
 
 from ._interactions import Interactions
 from ._lgbm_text import check_model_text
-from ._persist import _fsync, _library_versions, _regular_file, _write_text, json_default
+from ._persist import _fsync, _library_versions, _recover, _regular_file, _write_text, install_folder, json_default
 
 __all__ = ["save_recommender", "load_recommender", "FORMAT", "is_recommender"]
 
@@ -38,8 +36,10 @@ _OBJECTIVE = re.compile(r"(?m)^objective=lambdarank$")
 
 
 def is_recommender(path: Path) -> bool:
-    """Whether ``path`` holds a saved RecommenderStack (its manifest says so)."""
+    """Whether ``path`` holds a saved RecommenderStack (its manifest says so), after finishing a save that was
+    killed between its two renames."""
     try:
+        _recover(Path(path))
         return json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8")).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
         return False
@@ -79,25 +79,13 @@ def save_recommender(model: Any, path: str | os.PathLike[str], *, test: Interact
         "metrics": metrics, "extra": extra or {}, "versions": _library_versions(),
     }
     text = json.dumps(manifest, indent=2, default=json_default, allow_nan=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        np.savez(tmp / ARRAYS, **arrays)
-        _write_text(tmp / RANKER, model.ranker_text_)
-        _write_text(tmp / MANIFEST, text)
-        _fsync(tmp)
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            path.rename(old)
-        tmp.rename(path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+
+    def write(folder: Path) -> None:
+        np.savez(folder / ARRAYS, **arrays)
+        _fsync(folder / ARRAYS)
+        _write_text(folder / RANKER, model.ranker_text_)
+
+    return install_folder(path, write, text)
 
 
 def _read_arrays(file: Path, wanted: dict[str, tuple[str, int | None]]) -> dict[str, np.ndarray]:
@@ -130,6 +118,7 @@ def load_recommender(path: str | os.PathLike[str]) -> tuple[Any, Interactions | 
     from ._recommend import RecommenderStack
 
     path = Path(path)
+    _recover(path)
     mfile = path / MANIFEST
     if not mfile.is_file():
         raise FileNotFoundError(f"No saved recommender at {str(path)!r}: {MANIFEST} is missing.")
@@ -160,8 +149,8 @@ def load_recommender(path: str | os.PathLike[str]) -> tuple[Any, Interactions | 
     text = rfile.read_text(encoding="ascii", errors="replace")
     if len(_OBJECTIVE.findall(text)) != 1:
         raise ValueError(f"{str(rfile)!r} is not a LambdaRank model (no single 'objective=lambdarank' line).")
-    check_model_text(_OBJECTIVE.sub("objective=binary sigmoid:1", text), n_features=len(names), n_classes=2,
-                     max_trees=MAX_TREES, source=repr(str(rfile)))
+    check_model_text(text, n_features=len(names), n_classes=2, max_trees=MAX_TREES, source=repr(str(rfile)),
+                     objective="lambdarank")
 
     def interactions(part: str) -> Interactions:
         return Interactions(arrays[f"{part}.user"], arrays[f"{part}.item"], arrays[f"{part}.time"],
