@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._format import CONTENT_HASH, EMBEDDING, key_tokens, to_matrix
-from ._time_travel import parse_ref
+from ._time_travel import resolve_ref
 from .errors import ValidationError
 
 if TYPE_CHECKING:
@@ -53,18 +53,6 @@ class Diff:
         return asdict(self)
 
 
-def _resolve(store: "Store", ref: Any) -> "FeatureSet":
-    from ._featureset import FeatureSet
-
-    if isinstance(ref, FeatureSet):
-        return ref
-    if not isinstance(ref, str):
-        raise ValidationError(f"Expected a feature set reference ('name', 'name@v2', 'name@<ISO time>') or a "
-                              f"FeatureSet. Got {type(ref).__name__} {ref!r}.")
-    name, version, as_of = parse_ref(ref)
-    return store.get(name, version, as_of=as_of)
-
-
 def _label(fs: "FeatureSet") -> str:
     return f"{fs.name}@v{fs.version}" + (f" as of {fs.as_of}" if fs.as_of else "")
 
@@ -78,7 +66,7 @@ def diff(store: "Store", a: Any, b: Any, *, examples: int = 5) -> Diff:
     """Compare ``a`` and ``b``: each ``"name"``, ``"name@vK"``, ``"name@<ISO time>"`` or a :class:`FeatureSet`."""
     if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
         raise ValidationError(f"The 'examples' parameter of Store.diff must be an int >= 0. Got {examples!r} instead.")
-    fa, fb = _resolve(store, a), _resolve(store, b)
+    fa, fb = resolve_ref(store, a), resolve_ref(store, b)
     sa, sb = fa.spec, fb.spec
     spec = {k: [sa.get(k), sb.get(k)] for k in sorted(set(sa) | set(sb))}
     out = Diff(a=_label(fa), b=_label(fb), spec=spec, spec_changed=[k for k, (x, y) in spec.items() if x != y],

@@ -31,7 +31,7 @@ from ._featureset import FeatureSet
 from ._format import EMBEDDING, to_matrix
 from ._progress import progress_enabled, rich_progress
 from ._search import Matrix, where_rows
-from ._time_travel import parse_ref
+from ._time_travel import resolve_ref
 from ._validation import InstanceOf, Interval, validate_params
 from .errors import SpecMismatchError, ValidationError
 
@@ -116,14 +116,6 @@ class DriftResult:
             lines.append("specs differ in: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in
                                                         self.spec_differences.items()))
         return "\n".join(lines)
-
-
-def resolve(store: "Store", ref: str | FeatureSet) -> FeatureSet:
-    """``"name"``, ``"name@v3"``, ``"name@<ISO time>"`` (a snapshot) or a FeatureSet, as a FeatureSet."""
-    if isinstance(ref, FeatureSet):
-        return ref
-    name, version, as_of = parse_ref(ref)
-    return store.get(name, version, as_of=as_of)
 
 
 def side_vectors(store: "Store", fs: FeatureSet, where: str | None) -> np.ndarray:
@@ -257,8 +249,8 @@ def drift(store: "Store", a: str, b: str | None = None, *, where_a: str | None =
     validate_params({"a": a, "b": b, "where_a": where_a, "where_b": where_b, "max_rows": max_rows,
                      "permutations": permutations, "seed": seed, "allow_spec_differences": allow_spec_differences,
                      "progress": progress}, _CONSTRAINTS, "Store.drift")
-    fa = resolve(store, a)
-    fb = fa if b is None else resolve(store, b)
+    fa = resolve_ref(store, a)
+    fb = fa if b is None else resolve_ref(store, b)
     sides = [DriftSide(set=fs.name, version=fs.version, as_of=fs.as_of, where=where, rows=0, rows_tested=0,
                        norm_mean=math.nan, norm_std=math.nan, spread=math.nan)  # filled in once measured
              for fs, where in ((fa, where_a), (fb, where_b))]

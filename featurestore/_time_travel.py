@@ -77,14 +77,23 @@ def parse_ref(ref: str) -> tuple[str, int | None, datetime | None]:
     return found.group("name"), None if version is None else int(version), None if when is None else parse_as_of(when)
 
 
-def _time(text: str) -> datetime:
-    return parse_as_of(text)
+def resolve_ref(store: "Store", ref: Any) -> "FeatureSet":
+    """``"name"``, ``"name@v3"``, ``"name@<ISO time>"`` (a snapshot) or a FeatureSet, as a FeatureSet."""
+    from ._featureset import FeatureSet
+
+    if isinstance(ref, FeatureSet):
+        return ref
+    if not isinstance(ref, str):
+        raise ValidationError(f"Expected a feature set reference ('name', 'name@v2', 'name@<ISO time>') or a "
+                              f"FeatureSet. Got {type(ref).__name__} {ref!r}.")
+    name, version, as_of = parse_ref(ref)
+    return store.get(name, version, as_of=as_of)
 
 
 def _first_commit(m: Manifest) -> datetime:
     """When a version became visible: its first committed file (its own ``created_at`` when it has none)."""
     stamps = [p.created_at for p in [*m.partitions, *m.errors]]
-    return min(_time(s) for s in stamps) if stamps else _time(m.created_at)
+    return min(parse_as_of(s) for s in stamps) if stamps else parse_as_of(m.created_at)
 
 
 def snapshot(m: Manifest, t: datetime) -> Manifest | None:
@@ -92,9 +101,9 @@ def snapshot(m: Manifest, t: datetime) -> Manifest | None:
     yet). Runs that had not started by ``t`` are left out too."""
     if _first_commit(m) > t:
         return None
-    keep = [p for p in m.partitions if _time(p.created_at) <= t]
-    errors = [p for p in m.errors if _time(p.created_at) <= t]
-    runs = [r for r in m.runs if "started_at" not in r or _time(str(r["started_at"])) <= t]
+    keep = [p for p in m.partitions if parse_as_of(p.created_at) <= t]
+    errors = [p for p in m.errors if parse_as_of(p.created_at) <= t]
+    runs = [r for r in m.runs if "started_at" not in r or parse_as_of(str(r["started_at"])) <= t]
     return dataclasses.replace(m, partitions=keep, errors=errors, runs=runs)
 
 

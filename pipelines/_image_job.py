@@ -24,6 +24,7 @@ import pyarrow as pa
 import featurestore
 from featurestore import _format as fmt
 from featurestore._progress import ProgressCallback
+from featurestore.encoders._image_io import read_image_bytes
 from featurestore.errors import ImageDecodeError, ValidationError
 
 from ._runner import (MODEL_OUTPUT, EmbedResult, _build_encoder, _Job, check_job, check_layers,
@@ -199,7 +200,7 @@ class _ImageScreen(Screen):
 
         def check(i: int, ref: Any) -> tuple[str, str] | None:
             try:
-                data = _read(ref) if isinstance(ref, str) else ref
+                data = read_image_bytes(ref) if isinstance(ref, str) else ref
             except ImageDecodeError as exc:
                 return BAD_IMAGE, f"{where[i]}: {exc.reason}"
             for j, sink in enumerate(self.sinks):  # one definition of a content hash: text_hashes, over the bytes
@@ -222,18 +223,6 @@ class _ImageScreen(Screen):
         kinds = np.array([None if r is None else BAD_IMAGE for r in reasons], dtype=object)
         messages = np.array([None if r is None else f"{w}: {r}" for r, w in zip(reasons, where)], dtype=object)
         self.set_aside(chunk, kinds, messages)
-
-
-def _read(path: str) -> bytes:
-    """A file's bytes, or ImageDecodeError with load_image's own reason ("missing file", "permission denied")."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        from featurestore.encoders._image_io import load_image
-
-        load_image(path)  # raises ImageDecodeError with the reason every image path uses
-        raise  # pragma: no cover - the file came back between the two reads
 
 
 class _ImageJob(_Job):

@@ -28,7 +28,7 @@ import numpy as np
 
 from featurestore._validation import Interval, StrOptions, validate_params
 
-__all__ = ["Interactions", "user_vectors", "recency_weights"]
+__all__ = ["Interactions", "user_vectors"]
 
 _SPLIT_CONSTRAINTS = {"how": [StrOptions({"leave_last", "time"})], "cut": [Interval(Real, None, None), None]}
 
@@ -172,10 +172,6 @@ class Interactions:
                 "first_time": float(self.time.min()) if len(self) else None,
                 "last_time": float(self.time.max()) if len(self) else None}
 
-
-def recency_weights(n: int, half_life: float) -> np.ndarray:
-    """Weights of a history of ``n`` events, oldest first: the newest weighs 1, one ``half_life`` events older 0.5."""
-    return 0.5 ** (np.arange(n - 1, -1, -1, dtype=np.float64) / half_life)
 
 
 def user_vectors(history: Interactions, users: np.ndarray, item_vectors: np.ndarray, *,

@@ -247,15 +247,15 @@ def _features(f: _Fitted, rows: np.ndarray, p: dict[str, Any], scores: dict[str,
     for g in gen_names:
         cols += [scores[g][r_idx, i_idx], np.log1p(ranks[g][r_idx, i_idx].astype(np.float64))]
         names += [f"{g}_score", f"{g}_logrank"]
-    # similarity to the user's last items, per feature set
+    # similarity to the user's last items, per feature set (the last items themselves are the same for every set)
+    _, owner, ev, from_end = _history_matrix(f, rows, last=5)
+    last_idx = np.full((len(rows), 5), -1)
+    last_idx[owner, from_end] = f.history.item_index()[ev]
+    valid = last_idx[r_idx] >= 0
     for name, vecs in f.sets.items():
-        _, owner, ev, from_end = _history_matrix(f, rows, last=5)
-        last_idx = np.full((len(rows), 5), -1)
-        last_idx[owner, from_end] = f.history.item_index()[ev]
         lv = np.where((last_idx >= 0)[..., None], vecs[np.maximum(last_idx, 0)], 0.0)  # (b, 5, d)
         cand_vecs = vecs[i_idx]                                   # (n, d)
         s = np.einsum("nld,nd->nl", lv[r_idx], cand_vecs)          # (n, 5)
-        valid = last_idx[r_idx] >= 0
         s = np.where(valid, s, np.nan)
         with np.errstate(invalid="ignore"), _quiet_nan():
             cols += [s[:, 0], np.nanmean(s[:, :3], axis=1), np.nanmax(s, axis=1)]

@@ -64,7 +64,7 @@ def load_image(source: str | os.PathLike[str] | bytes | bytearray | memoryview, 
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
         where = os.fspath(source)
-        data = _read(where)
+        data = read_image_bytes(where)
     else:
         raise TypeError(f"An image source is a path or bytes. Got {type(source).__name__} instead.")
     if not data:
@@ -108,7 +108,8 @@ def _formats(Image: Any) -> list[str]:
     return [f for f in IMAGE_FORMATS if f in Image.OPEN]
 
 
-def _read(path: str) -> bytes:
+def read_image_bytes(path: str) -> bytes:
+    """A file's bytes, or ImageDecodeError with the reason every image path uses ("missing file", ...)."""
     try:
         with open(path, "rb") as f:
             return f.read()
