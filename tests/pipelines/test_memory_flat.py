@@ -3,8 +3,8 @@
 Before the key index (``pipelines/_source_keys.py``) a job kept every key and content hash in Python dicts and lists
 (the writer's committed-hash dict, the resume lookup): about 0.5 KB a row that never left (`featurestore embed` peaked
 at 351 MB for 30k rows, 1,181 MB for 3M). Here ``tracemalloc`` samples the memory Python holds at every progress
-report of a first run and of a rerun (everything skipped), at 10k and at 60k rows: the difference is what scales with
-the rows. Python objects and numpy arrays are traced; DuckDB's memory (capped, spilling) and Arrow's pool are not,
+report of a first run and of a rerun (everything skipped), at 10k and at 60k rows, after a warm-up job that does the
+imports: the difference is what scales with the rows. Python objects and numpy arrays are traced; DuckDB's memory (capped, spilling) and Arrow's pool are not,
 which is why ``benchmarks/bench_embed_scale.py`` measures the process's peak RSS as well.
 """
 
@@ -38,6 +38,7 @@ def held_mb(root, table):
         tracemalloc.stop()
     return max(samples) / 2**20
 
+held_mb(f"{sys.argv[1]}/warm", pa.table({"id": np.arange(100), "text": ["warm up"] * 100}))  # imports, caches
 out = {}
 for rows in map(int, sys.argv[2:]):
     table = pa.table({"id": np.arange(rows), "text": [f"soft cotton dress {i % 97}" for i in range(rows)]})
