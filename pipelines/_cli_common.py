@@ -13,12 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,34 @@ def list_option(*decls: str, help: str, **kwargs: Any):
                         help=f"{help} {LIST_HELP}", **kwargs)
 
 
+#: the real stdout while a ``--json`` command runs: everything else printed meanwhile goes to stderr (see ``Cli.main``)
+_json_stdout: list[Any] = []
+
+
 def echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
+    click.echo(json.dumps(obj, indent=2, default=str), file=_json_stdout[-1] if _json_stdout else None)
+
+
+@contextlib.contextmanager
+def stdout_for_json_only(enabled: bool) -> Iterator[None]:
+    """While a ``--json`` command runs, stdout carries only its JSON: any other print goes to stderr.
+
+    Libraries print on stdout from their own threads (Ray forwards its raylet's warnings there mid-job), which made
+    `featurestore embed --engine ray --json` print text before the JSON and broke every script that parsed it. In a
+    process of its own (stdout is the process's) the redirection stays to the end: Ray also prints from its exit
+    handlers, after the command returned.
+    """
+    if not enabled:
+        yield
+        return
+    _json_stdout.append(sys.stdout)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        saved = _json_stdout.pop()
+        if saved is not sys.__stdout__:  # called in-process (a test's CliRunner): give its stdout back
+            sys.stdout = saved
 
 
 def console():
@@ -240,7 +267,8 @@ class Group(click.Group):
         if not standalone_mode:
             return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+            with stdout_for_json_only(_wants_json(argv)):
+                rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as exc:
             if _wants_json(argv):
                 click.echo(json.dumps(error_payload(exc)), err=True)

@@ -6,11 +6,12 @@ sinks and writer (partitions, manifest, provenance, runs). Only the encoding mov
 
 1. the driver streams the screened rows that need encoding into a staging folder of Parquet files (one per chunk),
    on any pyarrow filesystem (a local temp folder by default; on a multi-node cluster a path every node can read,
-   ``s3://bucket/tmp`` or a shared mount, given as ``staging=``);
+   ``s3://bucket/tmp`` or a shared mount, given as ``staging=``), a window of ``WINDOW_ROWS`` rows at a time;
 2. Ray Data reads them (``read_parquet``) and runs ``map_batches`` with an actor class: each actor builds the encoder
    once (one model load per actor; ``num_gpus`` per actor where there are GPUs); actors that die are restarted and
    their batches retried;
-3. batches stream back to the driver (``iter_batches``), which commits them through the sinks as they come.
+3. batches stream back to the driver (``iter_batches``), which commits them through the sinks as they come; then
+   the window's files are deleted and the next window is staged.
 
 So resume and idempotence are the local engine's: a killed worker's batch is retried by Ray, a killed driver leaves
 whole partitions only, and a rerun encodes only what is missing. Memory stays flat on the driver (the key index is on
@@ -23,7 +24,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -42,6 +43,12 @@ from .sources._errors import RESERVED
 
 #: the vectors travel back from the actors in this column
 VECTORS = RESERVED + "vectors"
+#: rows staged and encoded per Ray Data execution. Ray Data (2.60) does not hold its actors back when the driver
+#: consumes their output more slowly than they make it (an instant encoder, a fast GPU): the whole job's vectors then
+#: waited in the object store (300k rows of 384 floats: +635 MB on the driver, +643 MB on the actor, from 30k rows).
+#: A window bounds that at ~100 MB of float32 vectors at 384 dims; each window starts the actor pool again (one
+#: model load per actor per window, small beside encoding 65k rows).
+WINDOW_ROWS = 65_536
 
 
 def embed_ray(store: featurestore.Store | str | os.PathLike[str], source: Any, *, name: str, encoder: str | Any,
@@ -105,18 +112,21 @@ class _RayJob(_Job):
                  keep: Sequence[str], *, recipe: Any, staging: str | None, num_gpus: float,
                  concurrency: int | None, progress: bool | None) -> None:
         super().__init__(sinks, keys, text, chunk_rows, report, keep)
+        self._staged = 0  # chunk files written so far (their numbers)
         self.recipe, self.staging, self.num_gpus = recipe, staging, num_gpus
         self.concurrency, self.progress = concurrency, progress
 
     def run(self, src: Any, limit: int | None) -> None:
         fs, folder, owned = _staging(self.staging)
         try:
-            files = self._stage(src, limit, fs, folder)
-            if files:
+            chunks = self._chunks(src, limit)
+            while files := self._stage(chunks, fs, folder):  # one window at a time, see WINDOW_ROWS
                 for batch in self._encoded(fs, files):
                     column = batch.column(VECTORS)
                     self.sinks.add(batch.drop_columns([VECTORS]), [fmt.to_matrix(column, column.type.list_size)])
                     self._advance(batch.num_rows)
+                for path in files:
+                    fs.delete_file(path)
             self._finish()
         finally:
             self.sinks.close()
@@ -126,15 +136,19 @@ class _RayJob(_Job):
                 fs.delete_dir_contents(folder, missing_dir_ok=True)
                 fs.delete_dir(folder)
 
-    def _stage(self, src: Any, limit: int | None, fs: Any, folder: str) -> list[str]:
-        """Write the screened rows that need encoding to ``folder``, one Parquet file per chunk; their paths."""
+    def _stage(self, chunks: Iterator[pa.Table], fs: Any, folder: str) -> list[str]:
+        """Write the next window of screened rows that need encoding to ``folder`` (one Parquet file per chunk, at
+        least one chunk, up to ``WINDOW_ROWS`` rows); their paths, none when the source is done."""
         import pyarrow.parquet as pq
 
-        files = []
-        for number, chunk in enumerate(self._chunks(src, limit)):
-            path = f"{folder}/chunk-{number:06d}.parquet"
+        files: list[str] = []
+        rows = 0
+        while rows < WINDOW_ROWS and (chunk := next(chunks, None)) is not None:
+            path = f"{folder}/chunk-{self._staged:06d}.parquet"
             pq.write_table(chunk, path, filesystem=fs, compression="zstd")
             files.append(path)
+            self._staged += 1
+            rows += chunk.num_rows
         return files
 
     def _encoded(self, fs: Any, files: list[str]):

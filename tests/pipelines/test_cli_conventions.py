@@ -273,3 +273,22 @@ def test_errors_view_exists_before_any_error(runner, tmp_path):
     _ok(runner.invoke(cli, ["embed", "-s", root, "--source", str(src), "-e", "hash:4", "--name", "clean"]))
     rows = _json(runner.invoke(cli, ["sql", 'select count(*) as n from "clean@errors"', "-s", root, "--json"]))
     assert rows == [{"n": 0}]
+
+
+def test_json_stdout_holds_only_the_json_when_a_library_prints(tmp_path):
+    """Libraries print on stdout mid-job (Ray forwards its raylet's warnings there, also from its exit handlers): with
+    ``--json`` that text goes to stderr, so stdout parses."""
+    import subprocess
+    from pathlib import Path
+
+    pq.write_table(pa.table({"id": [1, 2, 3], "text": ["a red dress", "blue jeans", "a hat"]}), tmp_path / "t.parquet")
+    noisy = ("import atexit, featurestore.encoders._hash as h; encode = h.HashEncoder._encode_list\n"
+             "def loud(self, texts, **kw):\n    print('WARNING from a library thread'); return encode(self, texts, **kw)\n"
+             "h.HashEncoder._encode_list = loud; atexit.register(print, 'a late line at exit')\n"
+             "import sys; from pipelines.cli import main; sys.argv[0] = 'featurestore'; main()")
+    proc = subprocess.run([sys.executable, "-c", noisy, "embed", "--store", str(tmp_path / "s"), "--source",
+                           str(tmp_path / "t.parquet"), "-e", "hash:8", "--name", "t", "--json", "--no-progress"],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)[0]["rows_written"] == 3
+    assert "WARNING from a library thread" in proc.stderr and "a late line at exit" in proc.stderr

@@ -96,6 +96,27 @@ def test_same_rows_vectors_and_errors_as_the_local_engine(cluster, tmp_path):
     assert (again.rows_written, again.rows_skipped) == (0, 298)  # resume: nothing is sent to the actors
 
 
+def test_the_job_runs_in_windows_of_bounded_rows(cluster, tmp_path, monkeypatch):
+    """Ray Data does not hold its actors back for a slow driver: each execution gets a window of at most
+    ``WINDOW_ROWS`` rows (here 3 chunks of 64), so the object store never holds the whole job's vectors."""
+    from pipelines import _ray_engine
+
+    monkeypatch.setattr(_ray_engine, "WINDOW_ROWS", 150)
+    windows: list[int] = []
+    encoded = _ray_engine._RayJob._encoded
+
+    def counting(self, fs, files):
+        windows.append(sum(pq.ParquetFile(fs.open_input_file(f)).metadata.num_rows for f in files))
+        yield from encoded(self, fs, files)
+
+    monkeypatch.setattr(_ray_engine._RayJob, "_encoded", counting)
+    source = _source(tmp_path / "t.parquet", 500)
+    result = pipelines.embed(tmp_path / "ray", source, encoder="hash:64", name="t", progress=False, engine="ray",
+                             concurrency=1, chunk_rows=64)
+    assert windows == [192, 192, 114] and result.rows_written == 498  # 498 good rows: chunks of 64, 3 a window
+    assert _partition_rows(featurestore.open(tmp_path / "ray").get("t")) == 498
+
+
 @pytest.mark.slow
 def test_minilm_on_ray_matches_the_local_engine(cluster, tmp_path):
     source = _source(tmp_path / "t.parquet", 50)
