@@ -69,7 +69,7 @@ class ImageSource:
                                       f"bytes. Got {image!r} instead.")
             self._table = (source if isinstance(source, TableSource)
                            else TableSource(source, batch_rows=batch_rows, key_types=key_types))
-            self.root = Path(root) if root is not None else (self._table._root or Path.cwd())
+            self.root = Path(root) if root is not None else (self._table.local_root or Path.cwd())
             self.kind = "table"
             self.description = self._table.description
             return

@@ -5,7 +5,9 @@ streaming CSV reader, one file at a time, with every column asked for read as te
 (``key_types={"id": "int64"}`` reads it as a number instead), and an empty key cell is null. A row bigger than a read
 block (a 5 MB review in one cell) makes the reader start that file again with a bigger block rather than fail. JSONL
 is read line by line with the json module, so one row with a number where text belongs, or a line that is not valid
-UTF-8 or not valid JSON, becomes an error row instead of failing the job.
+UTF-8 or not valid JSON, becomes an error row instead of failing the job. A path may be a URI on any filesystem
+pyarrow or fsspec reads (``s3://``, ``gs://``, ``memory://``...): such files are :class:`RemoteFile` objects, which the
+readers take wherever they take a ``Path``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
@@ -47,13 +50,13 @@ class TableSource:
         self.key_types = dict(key_types or {})
         self._table: pa.Table | None = None
         self._mixed: dict[str, pa.ChunkedArray] = {}  # see _to_table
-        self.paths: list[Path] = []
-        self._root: Path | None = None
+        self.paths: list[Path | RemoteFile] = []
+        self._root: Path | RemoteFile | None = None
         if isinstance(source, (str, os.PathLike)):
-            path = Path(_local_path(str(source))).expanduser()
+            path = _locate(source)
             if not path.exists():
                 raise ValidationError(f"Source {str(path)!r} does not exist.")
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS and not p.name.startswith((".", "_"))) if path.is_dir() else [path]
+            files = _listed(path) if path.is_dir() else [path]
             if not files:
                 raise ValidationError(f"No .parquet, .csv or .jsonl files under {str(path)!r}.")
             kinds = {format or FORMATS.get(p.suffix.lower()) for p in files}
@@ -110,6 +113,11 @@ class TableSource:
             st = p.stat()
             h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
         return h.hexdigest()
+
+    @property
+    def local_root(self) -> Path | None:
+        """The folder the source's files are in, when on local disk (relative image paths resolve against it)."""
+        return self._root if isinstance(self._root, Path) else None
 
     def check_columns(self, needed: Sequence[str]) -> None:
         names = self.column_names()
@@ -201,7 +209,7 @@ class TableSource:
             table = with_error_columns(table, *_non_string_errors(names))
         yield from table.to_batches(max_chunksize=self.batch_rows)
 
-    def _label(self, path: Path) -> str:
+    def _label(self, path: Path | RemoteFile) -> str:
         """How error reasons name a file: its path inside the source folder, or its name."""
         return path.relative_to(self._root).as_posix() if self._root is not None else path.name
 
@@ -229,28 +237,138 @@ class TableSource:
             yield buf.flush()
 
 
-def _local_path(source: str) -> str:
-    """A path, or a ``file://`` URI as a path (pyarrow's reading of it). Other filesystems are refused by name: the
-    job's driver reads the source, so it must be on a disk it sees."""
-    if "://" not in source:
-        return source
+class RemoteFile:
+    """A file or folder on a pyarrow filesystem (``s3://``, ``gs://``, ``hdfs://``, or any fsspec protocol), with
+    the few ``pathlib.Path`` methods a source uses, so reading code takes either."""
+
+    def __init__(self, filesystem: Any, path: str, uri: str) -> None:
+        self.filesystem, self.path, self.uri = filesystem, path.rstrip("/") or "/", uri
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def __lt__(self, other: "RemoteFile") -> bool:
+        return self.path < other.path
+
+    def _info(self) -> Any:
+        return self.filesystem.get_file_info(self.path)
+
+    def exists(self) -> bool:
+        from pyarrow import fs as pafs
+
+        return self._info().type != pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        from pyarrow import fs as pafs
+
+        return self._info().type == pafs.FileType.Directory
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def suffix(self) -> str:
+        return os.path.splitext(self.name)[1]
+
+    @property
+    def parent(self) -> "RemoteFile":
+        head = self.path.rsplit("/", 1)[0]
+        return RemoteFile(self.filesystem, head, self.uri[: len(self.uri) - len(self.name)].rstrip("/"))
+
+    def child(self, path: str) -> "RemoteFile":
+        return RemoteFile(self.filesystem, path, f"{self.uri.rstrip('/')}/{path[len(self.path):].lstrip('/')}")
+
+    def relative_to(self, root: "RemoteFile") -> PurePosixPath:
+        return PurePosixPath(self.path).relative_to(root.path)
+
+    def resolve(self) -> str:
+        return self.uri
+
+    def stat(self) -> SimpleNamespace:
+        """Size and modification time (None where the filesystem does not keep one), for the fingerprint."""
+        info = self._info()
+        return SimpleNamespace(st_size=info.size, st_mtime_ns=info.mtime_ns)
+
+    def open_input(self) -> Any:
+        """A random-access file (Parquet needs seeks)."""
+        return self.filesystem.open_input_file(self.path)
+
+    def open_stream(self) -> Any:
+        return self.filesystem.open_input_stream(self.path)
+
+
+def _locate(source: str | os.PathLike[str]) -> Path | RemoteFile:
+    """A local path (a ``file://`` URI too), or a :class:`RemoteFile` for a URI on another filesystem: pyarrow's own
+    (``s3://``, ``gs://``, ``hdfs://``, ``abfs://``), else any protocol fsspec knows (``memory://``, ``az://``...)."""
+    text = str(source)
+    if "://" not in text:
+        return Path(text).expanduser()
     from pyarrow import fs as pafs
 
     try:
-        filesystem, path = pafs.FileSystem.from_uri(source)
+        filesystem, path = pafs.FileSystem.from_uri(text)
     except (pa.ArrowException, ValueError) as exc:
-        raise ValidationError(f"Cannot read source {source!r}: {exc}") from None
-    if not isinstance(filesystem, pafs.LocalFileSystem):
-        raise ValidationError(f"Source {source!r} is on {filesystem.type_name}: sources are read by the job's driver "
-                              "from a local path or a file:// URI. Help: copy it to local disk or mount the bucket.")
-    return path
+        filesystem, path = _fsspec_filesystem(text, exc)
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        return Path(path)
+    return RemoteFile(filesystem, path, text)
 
 
-def _parquet_file(path: Path, **options: Any):
+def _fsspec_filesystem(uri: str, arrow_error: Exception) -> tuple[Any, str]:
+    try:
+        import fsspec
+    except ImportError:
+        raise ValidationError(f"Cannot read source {uri!r}: {arrow_error}. Help: pyarrow reads s3://, gs://, hdfs:// "
+                              "and file://; install fsspec (and the filesystem's package) for others.") from None
+    from pyarrow import fs as pafs
+
+    try:
+        filesystem, path = fsspec.core.url_to_fs(uri)
+    except (ImportError, ValueError) as exc:
+        raise ValidationError(f"Cannot read source {uri!r}: {exc}") from None
+    return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), path
+
+
+def _listed(folder: Path | RemoteFile) -> list[Path | RemoteFile]:
+    """The data files under ``folder`` (recursively, sorted; hidden and ``_``-prefixed files left out)."""
+    def wanted(name: str) -> bool:
+        return os.path.splitext(name)[1].lower() in FORMATS and not name.startswith((".", "_"))
+
+    if isinstance(folder, Path):
+        return sorted(p for p in folder.rglob("*") if p.is_file() and wanted(p.name))
+    from pyarrow import fs as pafs
+
+    infos = folder.filesystem.get_file_info(pafs.FileSelector(folder.path, recursive=True))
+    return sorted(folder.child(i.path) for i in infos if i.type == pafs.FileType.File and wanted(i.base_name))
+
+
+def _open_input(path: Path | RemoteFile) -> Any:
+    return path.open_input() if isinstance(path, RemoteFile) else path
+
+
+def _binary_lines(path: Path | RemoteFile) -> Iterator[bytes]:
+    """A file's lines as bytes (newline kept), read in 1 MB blocks from a remote stream."""
+    if isinstance(path, Path):
+        with open(path, "rb") as f:
+            yield from f
+        return
+    with path.open_stream() as f:
+        rest = b""
+        while block := f.read(1 << 20):
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                yield line + b"\n"
+        if rest:
+            yield rest
+
+
+def _parquet_file(path: Path | RemoteFile, **options: Any):
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(path, **options)
+        return pq.ParquetFile(_open_input(path), **options)
     except pa.ArrowException as exc:
         raise ValidationError(f"Cannot read {str(path)!r} as Parquet: {exc}") from None
 
@@ -259,7 +377,7 @@ def _parquet_file(path: Path, **options: Any):
 _PARQUET_BUFFER_BYTES = 1 << 20
 
 
-def _parquet_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _parquet_batches(path: Path | RemoteFile, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
     """A Parquet file's batches, streamed page by page, one row group at a time.
 
     ``ParquetFile.iter_batches`` with its defaults pre-buffers column chunks and keeps them until the reader is done:
@@ -341,7 +459,7 @@ def _mixed_types_error(column: str, types: set[str], where: str) -> ValidationEr
 # -- CSV ----------------------------------------------------------------------------------------------------------
 
 
-def _csv_reader(path: Path, block_size: int, types: Mapping[str, pa.DataType] | None = None):
+def _csv_reader(path: Path | RemoteFile, block_size: int, types: Mapping[str, pa.DataType] | None = None):
     import pyarrow.csv as csv
 
     convert = csv.ConvertOptions()
@@ -350,7 +468,8 @@ def _csv_reader(path: Path, block_size: int, types: Mapping[str, pa.DataType] | 
         convert = csv.ConvertOptions(column_types=dict(types), include_columns=list(types), null_values=[""],
                                      strings_can_be_null=False)
     parse = csv.ParseOptions(newlines_in_values=True, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-    return csv.open_csv(path, read_options=csv.ReadOptions(block_size=block_size), parse_options=parse,
+    stream = path.open_stream() if isinstance(path, RemoteFile) else path
+    return csv.open_csv(stream, read_options=csv.ReadOptions(block_size=block_size), parse_options=parse,
                         convert_options=convert)
 
 
@@ -358,7 +477,7 @@ def _too_big(exc: Exception) -> bool:
     return isinstance(exc, pa.ArrowInvalid) and "straddl" in str(exc)
 
 
-def _too_big_error(path: Path) -> ValidationError:
+def _too_big_error(path: Path | RemoteFile) -> ValidationError:
     return ValidationError(
         f"Cannot read {str(path)!r}: a CSV row is larger than {CSV_BLOCK_SIZES[-1] / 2**20:g} MiB (the largest read "
         "block tried), or a quote is left open so the rest of the file reads as one value. Close the quote, split "
@@ -366,7 +485,7 @@ def _too_big_error(path: Path) -> ValidationError:
     )
 
 
-def _csv_header(path: Path) -> list[str]:
+def _csv_header(path: Path | RemoteFile) -> list[str]:
     for block_size in CSV_BLOCK_SIZES:
         try:
             return _csv_reader(path, block_size).schema.names
@@ -376,7 +495,7 @@ def _csv_header(path: Path) -> list[str]:
     raise _too_big_error(path)
 
 
-def _csv_file_batches(path: Path, types: Mapping[str, pa.DataType], empty_is_null: Sequence[str],
+def _csv_file_batches(path: Path | RemoteFile, types: Mapping[str, pa.DataType], empty_is_null: Sequence[str],
                       batch_rows: int) -> Iterator[pa.RecordBatch]:
     """One file's rows in batches of at most ``batch_rows``.
 
@@ -414,20 +533,18 @@ def _csv_file_batches(path: Path, types: Mapping[str, pa.DataType], empty_is_nul
 # -- JSONL --------------------------------------------------------------------------------------------------------
 
 
-def _count_lines(path: Path) -> int:
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
+def _count_lines(path: Path | RemoteFile) -> int:
+    return sum(1 for line in _binary_lines(path) if line.strip())
 
 
-def _jsonl_rows(path: Path, label: str, limit: int | None = None) -> Iterator[tuple[int, Any]]:
+def _jsonl_rows(path: Path | RemoteFile, label: str, limit: int | None = None) -> Iterator[tuple[int, Any]]:
     """(line number, JSON object or _BadLine) for each non-blank line of the first ``limit`` lines."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            if limit is not None and number > limit:
-                return
-            if not raw.strip():
-                continue
-            yield number, _parse_line(raw, f"{label}:{number}", first=number == 1)
+    for number, raw in enumerate(_binary_lines(path), 1):
+        if limit is not None and number > limit:
+            return
+        if not raw.strip():
+            continue
+        yield number, _parse_line(raw, f"{label}:{number}", first=number == 1)
 
 
 def _parse_line(raw: bytes, where: str, *, first: bool) -> Any:
