@@ -27,11 +27,10 @@ from featurestore._progress import ProgressCallback
 from featurestore.encoders._image_io import read_image_bytes
 from featurestore.errors import ImageDecodeError, ValidationError
 
-from ._runner import (MODEL_OUTPUT, EmbedResult, _build_encoder, _Job, check_job, check_layers,
-                      write_targets)
+from ._runner import (MODEL_OUTPUT, EmbedResult, _build_encoder, _engine_options, _Job, check_job, check_layers,
+                      run_indexed)
 from ._screen import Screen, settle_rows
 from ._sinks import Sinks
-from ._source_keys import SourceKeys
 from .sources._errors import ERROR_KIND, ERROR_MESSAGE
 from .sources._images import IMAGE, WHERE, ImageSource, open_images
 
@@ -47,6 +46,8 @@ def embed_images(store: featurestore.Store | str | os.PathLike[str], source: Any
                  keep: Sequence[str] = (), version: int | str = "auto", num_workers: int | None = None,
                  batch_size: int | None = None, partition_rows: int = 10_000, progress: bool | None = None,
                  on_progress: ProgressCallback | None = None, lock_timeout: float = 60.0, limit: int | None = None,
+                 engine: str = "local", address: str | None = None, num_gpus_per_worker: float | None = None,
+                 concurrency: int | None = None, staging: str | None = None,
                  **encoder_options: Any) -> list[EmbedResult]:
     """Embed images into feature set ``name``: one result per set written (one, or one per entry of ``layers``).
 
@@ -62,7 +63,11 @@ def embed_images(store: featurestore.Store | str | os.PathLike[str], source: Any
     ``batch_size``: images per forward pass (default: the encoder's). Other keyword options (``device``,
     ``precision``, ``normalize``, ``pooling``, ``dtype``, ``max_pixels``...) go to the encoder when it is given by
     name. Resume, error rows, progress and run records work as for text: a rerun embeds only new or changed images.
+    ``engine="ray"`` and its options as for ``embed``: the actors decode, preprocess and encode (so image paths must
+    be readable where the actors run: one node, or a shared mount); ``num_workers`` is then unused.
     """
+    ray_options = _engine_options(engine, address=address, num_gpus_per_worker=num_gpus_per_worker,
+                                  concurrency=concurrency, staging=staging)
     src = open_images(source, image=image, label=label) if not isinstance(source, ImageSource) else source
     if isinstance(source, ImageSource) and (image is not None or label != "label"):
         raise ValidationError("image= and label= configure a new source; an ImageSource object comes configured.")
@@ -82,23 +87,12 @@ def embed_images(store: featurestore.Store | str | os.PathLike[str], source: Any
             keep = [src.label, *keep]
     store, keys, keep = check_job(store, targets, key, {"image": src.image}, keep)
     src.check_columns([*keys, *keep])
-    lead = targets[0][1]
-    step = batch_size or lead.default_batch_size()
+    step = batch_size or targets[0][1].default_batch_size()
     workers = default_workers() if num_workers is None else num_workers
-    with SourceKeys(keys, src.description) as index:  # keys checked and resume looked up on disk, as for text
-        total = index.scan(src, None, limit)
-        index.check_duplicates()
-
-        def work(sinks: Sinks, report: Callable[[int], None]) -> tuple[int, dict[str, int]]:
-            for sink in sinks.sinks:
-                sink.attach(index.committed(sink.writer))
-            job = _ImageJob(sinks, keys, keep, report, step)
-            job.run(src, limit, num_workers=workers)
-            return job.rows_read, job.screen.error_counts
-
-        return write_targets(store, src, targets, keys=keys, keep=keep, version=version,
-                             partition_rows=partition_rows, progress=progress, on_progress=on_progress,
-                             lock_timeout=lock_timeout, total=total, work=work)
+    return run_indexed(store, src, targets, keys=keys, keep=keep, text=None, limit=limit, version=version,
+                       partition_rows=partition_rows, progress=progress, on_progress=on_progress,
+                       lock_timeout=lock_timeout, ray_options=ray_options,
+                       job=lambda sinks, report: _ImageJob(sinks, keys, keep, report, step, workers))
 
 
 def default_workers() -> int:
@@ -161,28 +155,30 @@ def _check_workers(num_workers: Any) -> None:
 
 
 def _targets(name: str, encoder: str | Any, layers: Sequence[str | None] | None, options: dict[str, Any],
-             store: Any) -> list[tuple[str, Any]]:
-    """(feature set, encoder) pairs: one, or one per stage of one model; every encoder must embed images."""
+             store: Any) -> list[tuple[str, Any, Any]]:
+    """(feature set, encoder, (encoder as asked for, options)): one, or one per stage of one model; every encoder must
+    embed images."""
     if layers is None:
-        targets = [(name, _build_encoder(encoder, options, store))]
+        targets = [(name, _build_encoder(encoder, options, store), (encoder, options))]
     else:
         stages = check_layers("embed_images", encoder, options, layers, "torchvision:mobilenet_v2")
-        targets = [(name if s is None else stage_name(name, s),
-                    _build_encoder(encoder, options if s is None else {**options, "layer": s}, store)) for s in stages]
-    for set_name, enc in targets:
+        asked = [(name if s is None else stage_name(name, s), options if s is None else {**options, "layer": s})
+                 for s in stages]
+        targets = [(set_name, _build_encoder(encoder, o, store), (encoder, o)) for set_name, o in asked]
+    for set_name, enc, _ in targets:
         if getattr(enc, "modality", "text") != "image":
             raise ValidationError(f"The encoder {getattr(enc, 'name', enc)!r} embeds {enc.modality}, not images. "
                                   "Help: use an image encoder such as 'torchvision:mobilenet_v2' or "
                                   "'open_clip:<arch>/<weights>'.")
     lead = targets[0][1]
-    others = [e for _, e in targets[1:] if not lead.shares_preprocess(e)]
+    others = [e for _, e, _ in targets[1:] if not lead.shares_preprocess(e)]
     if others:
         raise ValidationError(f"The stages of one pass must share the model's preprocessing; {others[0]!r} does not. "
                               "Help: run a job per encoder.")
     return targets
 
 
-class _ImageScreen(Screen):
+class ImageScreen(Screen):
     """The text screen's bookkeeping (error rows, skips, hash and "needs it" columns) over image references.
 
     Each good row's bytes are read here, once, to hash them; a file that cannot be read is an error row at once.
@@ -232,15 +228,17 @@ class _ImageJob(_Job):
     """
 
     def __init__(self, sinks: Sinks, keys: list[str], keep: Sequence[str], report: Callable[[int], None],
-                 batch_size: int) -> None:
+                 batch_size: int, num_workers: int = 0) -> None:
         super().__init__(sinks, keys, IMAGE, batch_size, report, keep)
-        self.screen = _ImageScreen(sinks.sinks, keys, IMAGE, self.carry)
+        self.screen = ImageScreen(sinks.sinks, keys, IMAGE, self.carry)
+        self.num_workers = num_workers
 
     def _source_batches(self, src: ImageSource) -> Iterator[pa.RecordBatch]:
         return src.batches([*self.keys, *self.carry])
 
-    def run(self, src: ImageSource, limit: int | None, *, num_workers: int = 0) -> None:  # type: ignore[override]
+    def run(self, src: ImageSource, limit: int | None) -> None:  # type: ignore[override]
         lead, *others = [sink.encoder for sink in self.sinks.sinks]
+        num_workers = self.num_workers
         pending: deque[pa.Table] = deque()  # the chunks handed to the loader, waiting for their pixels
         batches = None
         try:
@@ -316,6 +314,12 @@ class _Decode:
             return self.preprocess(image), None
         except Exception as exc:  # noqa: BLE001 - the model's transforms may raise anything on an odd image
             return None, f"preprocessing failed ({type(exc).__name__}: {exc})"
+
+
+def decode_batch(payloads: list[Any], preprocess: Callable[[Any], Any], max_pixels: int) -> tuple[Any, list[str | None]]:
+    """Decode and preprocess a batch here, in this process (a Ray actor): the pixels of the images that decoded and
+    each payload's failure reason, as a loader batch."""
+    return _collate(_Decode(preprocess, max_pixels).__getitems__(payloads))
 
 
 def _collate(items: list[tuple[Any, str | None]]) -> tuple[Any, list[str | None]]:

@@ -27,22 +27,29 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 import featurestore
 from featurestore import _format as fmt
 from featurestore._optional import import_optional, library_version
-from featurestore._progress import ProgressCallback
 from featurestore.errors import ValidationError
 
-from ._runner import EmbedResult, _build_encoder, _default_chunk_rows, _Job, check_job, write_targets
+from ._runner import _Job
+from ._image_job import ImageScreen
 from ._sinks import Sinks
-from ._source_keys import SourceKeys
-from .sources import open_source
 from .sources._errors import RESERVED
+from .sources._images import IMAGE
 
-#: the vectors travel back from the actors in this column
-VECTORS = RESERVED + "vectors"
+#: an image that did not decode in an actor: why (null when it did)
+FAILED = RESERVED + "failed"
+
+
+def vectors_column(target: int) -> str:
+    """The column target ``target``'s vectors travel back from the actors in."""
+    return f"{RESERVED}vectors_{target}"
+
+
 #: rows staged and encoded per Ray Data execution. Ray Data (2.60) does not hold its actors back when the driver
 #: consumes their output more slowly than they make it (an instant encoder, a fast GPU): the whole job's vectors then
 #: waited in the object store (300k rows of 384 floats: +635 MB on the driver, +643 MB on the actor, from 30k rows).
@@ -51,44 +58,35 @@ VECTORS = RESERVED + "vectors"
 WINDOW_ROWS = 65_536
 
 
-def embed_ray(store: featurestore.Store | str | os.PathLike[str], source: Any, *, name: str, encoder: str | Any,
-              encoder_options: dict[str, Any], key: str | Sequence[str], text: str, version: int | str,
-              chunk_rows: int | None, partition_rows: int, progress: bool | None,
-              on_progress: ProgressCallback | None, lock_timeout: float, limit: int | None, keep: Sequence[str],
-              address: str | None = None, num_gpus_per_worker: float | None = None, concurrency: int | None = None,
-              staging: str | None = None) -> EmbedResult:
-    """``pipelines.embed(..., engine="ray")``: see the module docstring and ``embed`` for the arguments."""
-    ray = import_optional("ray", extra="ray", what="The Ray engine (engine='ray')")
-    _check_ray_options(num_gpus_per_worker, concurrency)
-    lead = _build_encoder(encoder, encoder_options, store)
-    store, keys, keep = check_job(store, [(name, lead)], key, {"text": text}, keep)
-    recipe = (encoder, {k: v for k, v in encoder_options.items() if v is not None}, str(store.root)) \
-        if isinstance(encoder, str) else lead  # by name: each actor builds its own; an object travels pickled
-    src = open_source(source)
-    src.check_columns([*keys, text, *keep])
-    chunk_rows = chunk_rows or _default_chunk_rows(lead)
-    with SourceKeys(keys, src.description) as index:
-        total = index.scan(src, text, limit)
-        index.check_duplicates()
-        _connect(ray, address)
-        facts = {"engine": "ray", "ray_version": library_version("ray") or ray.__version__}
+def ray_job(local: Callable[[Sinks, Callable[[int], None]], _Job], recipes: Sequence[Any], *,
+            address: str | None = None, num_gpus_per_worker: float | None = None, concurrency: int | None = None,
+            staging: str | None = None, progress: bool | None = None
+            ) -> tuple[Callable[[Sinks, Callable[[int], None]], "RayEncoding"], dict[str, Any]]:
+    """``engine="ray"`` for any embedding job: (a factory of jobs that encode on Ray, the facts kept in provenance).
 
-        def work(sinks: Sinks, report: Callable[[int], None]) -> tuple[int, dict[str, int]]:
-            for sink in sinks.sinks:
-                sink.attach(index.committed(sink.writer))
-            if not any(sink.committed for sink in sinks.sinks):
-                index.close()  # nothing to look up: DuckDB's buffers (up to its cap) are not kept through the job
-            job = _RayJob(sinks, keys, text, chunk_rows, report, keep, recipe=recipe, staging=staging,
-                          num_gpus=num_gpus_per_worker or 0, concurrency=concurrency, progress=progress)
-            job.run(src, limit)
-            return job.rows_read, job.screen.error_counts
+    ``local`` makes the local job (text or image: its screen, chunking and sinks); ``recipes`` say how an actor
+    builds each target's encoder (see :func:`recipe`). Joins or starts the cluster now, before any row is read.
+    """
+    ray = check_ray_options(num_gpus_per_worker, concurrency)
+    _connect(ray, address)
+    facts = {"engine": "ray", "ray_version": library_version("ray") or ray.__version__}
 
-        return write_targets(store, src, [(name, lead)], keys=keys, keep=keep, version=version,
-                             partition_rows=partition_rows, progress=progress, on_progress=on_progress,
-                             lock_timeout=lock_timeout, total=total, work=work, facts=facts)[0]
+    def make(sinks: Sinks, report: Callable[[int], None]) -> RayEncoding:
+        return RayEncoding(local(sinks, report), list(recipes), staging=staging, num_gpus=num_gpus_per_worker or 0,
+                           concurrency=concurrency, progress=progress)
+
+    return make, facts
 
 
-def _check_ray_options(num_gpus: float | None, concurrency: int | None) -> None:
+def recipe(encoder: str | Any, options: dict[str, Any], store: featurestore.Store) -> Any:
+    """How an actor builds an encoder: by name (each actor loads its own model), or the object itself, pickled."""
+    if isinstance(encoder, str):
+        return encoder, {k: v for k, v in options.items() if v is not None}, str(store.root)
+    return encoder
+
+
+def check_ray_options(num_gpus: float | None, concurrency: int | None) -> Any:
+    """Ray itself (the ``ray`` extra), once the options are known to be valid: both checked before any work."""
     if num_gpus is not None and (isinstance(num_gpus, bool) or not isinstance(num_gpus, (int, float)) or num_gpus < 0):
         raise ValidationError(f"The 'num_gpus_per_worker' parameter of embed must be a number >= 0. Got "
                               f"{num_gpus!r} instead.")
@@ -96,6 +94,7 @@ def _check_ray_options(num_gpus: float | None, concurrency: int | None) -> None:
                                     or concurrency < 1):
         raise ValidationError(f"The 'concurrency' parameter of embed must be an int >= 1. Got {concurrency!r} "
                               "instead.")
+    return import_optional("ray", extra="ray", what="The Ray engine (engine='ray')")
 
 
 def _connect(ray: Any, address: str | None) -> None:
@@ -105,36 +104,60 @@ def _connect(ray: Any, address: str | None) -> None:
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
 
 
-class _RayJob(_Job):
-    """The local job's screen and sinks, with the encoding done by Ray Data actors on staged Parquet."""
+class RayEncoding:
+    """A local job (its screen, chunks, sinks and error rows) whose encoding is done by Ray Data actors on staged
+    Parquet, a window at a time."""
 
-    def __init__(self, sinks: Sinks, keys: list[str], text: str, chunk_rows: int, report: Any,
-                 keep: Sequence[str], *, recipe: Any, staging: str | None, num_gpus: float,
+    def __init__(self, job: _Job, recipes: list[Any], *, staging: str | None, num_gpus: float,
                  concurrency: int | None, progress: bool | None) -> None:
-        super().__init__(sinks, keys, text, chunk_rows, report, keep)
-        self._staged = 0  # chunk files written so far (their numbers)
-        self.recipe, self.staging, self.num_gpus = recipe, staging, num_gpus
+        self.job, self.recipes, self.staging, self.num_gpus = job, recipes, staging, num_gpus
         self.concurrency, self.progress = concurrency, progress
+        self.image = isinstance(job.screen, ImageScreen)
+        self._staged = 0  # chunk files written so far (their numbers)
+
+    @property
+    def rows_read(self) -> int:
+        return self.job.rows_read
+
+    @property
+    def screen(self) -> Any:
+        return self.job.screen
 
     def run(self, src: Any, limit: int | None) -> None:
         fs, folder, owned = _staging(self.staging)
+        job = self.job
         try:
-            chunks = self._chunks(src, limit)
+            chunks = job._chunks(src, limit)
             while files := self._stage(chunks, fs, folder):  # one window at a time, see WINDOW_ROWS
                 for batch in self._encoded(fs, files):
-                    column = batch.column(VECTORS)
-                    self.sinks.add(batch.drop_columns([VECTORS]), [fmt.to_matrix(column, column.type.list_size)])
-                    self._advance(batch.num_rows)
+                    self._commit(batch)
                 for path in files:
                     fs.delete_file(path)
-            self._finish()
+            job._finish()
         finally:
-            self.sinks.close()
+            job.sinks.close()
             if owned:
                 shutil.rmtree(folder, ignore_errors=True)
             else:
                 fs.delete_dir_contents(folder, missing_dir_ok=True)
                 fs.delete_dir(folder)
+
+    def _commit(self, batch: pa.Table) -> None:
+        """An encoded batch to the sinks; an image that did not decode in an actor becomes an error row."""
+        job, rows = self.job, batch.num_rows
+        outputs = [vectors_column(i) for i in range(len(self.recipes))] + ([FAILED] if self.image else [])
+        if self.image:
+            reasons = batch.column(FAILED).to_pylist()
+            ok = np.array([r is None for r in reasons], dtype=bool)
+            if not ok.all():
+                job.screen.set_aside_failed(batch, reasons)
+                batch = batch.filter(pa.array(ok))
+                if job.screen.error_rows >= job.sinks.partition_rows:
+                    job.sinks.record_errors(job.screen.take_errors())
+        if batch.num_rows:
+            vectors = [batch.column(c) for c in outputs[:len(self.recipes)]]
+            job.sinks.add(batch.drop_columns(outputs), [fmt.to_matrix(v, v.type.list_size) for v in vectors])
+        job._advance(rows)
 
     def _stage(self, chunks: Iterator[pa.Table], fs: Any, folder: str) -> list[str]:
         """Write the next window of screened rows that need encoding to ``folder`` (one Parquet file per chunk, at
@@ -152,7 +175,7 @@ class _RayJob(_Job):
         return files
 
     def _encoded(self, fs: Any, files: list[str]):
-        """The staged rows with each sink's vectors appended, as Arrow tables, in whatever order the actors finish."""
+        """The staged rows with each target's vectors appended, as Arrow tables, in whatever order the actors finish."""
         import ray
 
         context = ray.data.DataContext.get_current()
@@ -167,12 +190,14 @@ class _RayJob(_Job):
         # actor returns a whole block's vectors at once, so results would come back in bursts as large as the job.
         ds = ray.data.read_parquet(files, filesystem=fs, override_num_blocks=len(files))
         # Ray Data restarts a dead actor and retries its batch by default (max_restarts=-1, max_task_retries=-1).
-        ds = ds.map_batches(_EncodeActor, fn_constructor_kwargs={"recipe": self.recipe, "text": self.text},
-                            batch_format="pyarrow", batch_size=self.chunk_rows,  # Ray merges small files
+        payload = IMAGE if self.image else self.job.text
+        ds = ds.map_batches(_EncodeActor, fn_constructor_kwargs={"recipes": self.recipes, "payload": payload,
+                                                                 "image": self.image},
+                            batch_format="pyarrow", batch_size=self.job.chunk_rows,  # Ray merges small files
                             compute=ray.data.ActorPoolStrategy(size=concurrency),
                             num_gpus=gpus or None, num_cpus=None if gpus else 1,
                             runtime_env=None if gpus else {"env_vars": {"OMP_NUM_THREADS": str(threads)}})
-        yield from ds.iter_batches(batch_format="pyarrow", batch_size=self.chunk_rows, prefetch_batches=1)
+        yield from ds.iter_batches(batch_format="pyarrow", batch_size=self.job.chunk_rows, prefetch_batches=1)
 
 
 def _default_concurrency(gpus: float) -> int:
@@ -185,20 +210,38 @@ def _default_concurrency(gpus: float) -> int:
 
 
 class _EncodeActor:
-    """A Ray Data actor: builds the encoder once (its model loads on the first batch), then appends the vectors of
-    every batch it is given."""
+    """A Ray Data actor: builds the targets' encoders once (a model loads on the first batch), then appends each
+    target's vectors to every batch it is given (of an image job: decoded and preprocessed here, in the actor; an
+    image that does not decode gets its reason in ``FAILED`` and null vectors)."""
 
-    def __init__(self, recipe: Any, text: str) -> None:
-        if isinstance(recipe, tuple):
-            from featurestore.encoders import get_encoder
+    def __init__(self, recipes: list[Any], payload: str, image: bool) -> None:
+        from featurestore.encoders import get_encoder
 
-            name, options, root = recipe
-            recipe = get_encoder(name, store=root, **options)
-        self.encoder, self.text = recipe, text
+        self.encoders = [get_encoder(r[0], store=r[2], **r[1]) if isinstance(r, tuple) else r for r in recipes]
+        self.payload, self.image = payload, image
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        vectors = next(iter(self.encoder.encode_batches([batch.column(self.text).to_pylist()])))
-        return batch.append_column(VECTORS, fmt.fixed_size_list(vectors))
+        lead, *others = self.encoders
+        values = batch.column(self.payload).to_pylist()
+        if not self.image:
+            blocks = next(iter(lead.encode_batches_with(others, [values])))
+            for i, block in enumerate(blocks):
+                batch = batch.append_column(vectors_column(i), fmt.fixed_size_list(block))
+            return batch
+        from ._image_job import decode_batch
+
+        pixels, reasons = decode_batch(values, lead.preprocess, lead.max_pixels)
+        ok = np.flatnonzero([r is None for r in reasons])
+        blocks = (lead.encode_pixels_with(others, pixels) if others else [lead.encode_pixels(pixels)]) if len(ok) \
+            else [None] * len(self.encoders)
+        for i, (encoder, block) in enumerate(zip(self.encoders, blocks)):
+            # zeros where the image did not decode: the driver drops those rows (FAILED says why)
+            dtype = block.dtype if block is not None else np.dtype(encoder.spec().get("dtype", "float32"))
+            full = np.zeros((len(values), encoder.dim if block is None else block.shape[1]), dtype)
+            if block is not None:
+                full[ok] = block
+            batch = batch.append_column(vectors_column(i), fmt.fixed_size_list(full))
+        return batch.append_column(FAILED, pa.array(reasons, pa.string()))
 
 
 def _staging(staging: str | None) -> tuple[Any, str, bool]:

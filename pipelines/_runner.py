@@ -85,24 +85,27 @@ def embed(store: featurestore.Store | str | os.PathLike[str], source: Any, *, ke
     its format, provenance, resume and idempotence are the local engine's.
     """
     _check_options(encoder_options)
-    ray_options = {"address": address, "num_gpus_per_worker": num_gpus_per_worker, "concurrency": concurrency,
-                   "staging": staging}
-    if engine == "ray":
-        from ._ray_engine import embed_ray  # only here: the local engine never imports ray
+    ray_options = _engine_options(engine, address=address, num_gpus_per_worker=num_gpus_per_worker,
+                                  concurrency=concurrency, staging=staging)
+    targets = [(name, _build_encoder(encoder, encoder_options, store), (encoder, encoder_options))]
+    return _run(store, source, targets, key=key, text=text, version=version, chunk_rows=chunk_rows,
+                partition_rows=partition_rows, progress=progress, on_progress=on_progress,
+                lock_timeout=lock_timeout, limit=limit, keep=keep, ray_options=ray_options)[0]
 
-        return embed_ray(store, source, name=name, encoder=encoder, encoder_options=encoder_options, key=key,
-                         text=text, version=version, chunk_rows=chunk_rows, partition_rows=partition_rows,
-                         progress=progress, on_progress=on_progress, lock_timeout=lock_timeout, limit=limit,
-                         keep=keep, **ray_options)
+
+def _engine_options(engine: str, **ray_options: Any) -> dict[str, Any] | None:
+    """The Ray options of ``engine="ray"`` (None for the local engine, which refuses them)."""
+    if engine == "ray":
+        from ._ray_engine import check_ray_options
+
+        check_ray_options(ray_options["num_gpus_per_worker"], ray_options["concurrency"])
+        return ray_options
     if engine != "local":
-        raise ValidationError(f"The 'engine' parameter of embed must be 'local' or 'ray'. Got {engine!r} instead.")
+        raise ValidationError(f"The 'engine' parameter must be 'local' or 'ray'. Got {engine!r} instead.")
     given = sorted(k for k, v in ray_options.items() if v is not None)
     if given:
         raise ValidationError(f"Option(s) {given} apply to engine='ray' only; this job runs on engine='local'.")
-    targets = [(name, _build_encoder(encoder, encoder_options, store))]
-    return _run(store, source, targets, key=key, text=text, version=version, chunk_rows=chunk_rows,
-                partition_rows=partition_rows, progress=progress, on_progress=on_progress,
-                lock_timeout=lock_timeout, limit=limit, keep=keep)[0]
+    return None
 
 
 def embed_layers(store: featurestore.Store | str | os.PathLike[str], source: Any, *, name: str,
@@ -110,23 +113,27 @@ def embed_layers(store: featurestore.Store | str | os.PathLike[str], source: Any
                  encoder: str = "sentence-transformers:all-MiniLM-L6-v2", version: int | str = "auto",
                  chunk_rows: int | None = None, partition_rows: int = 10_000, progress: bool | None = None,
                  on_progress: ProgressCallback | None = None, lock_timeout: float = 60.0, limit: int | None = None,
-                 keep: Sequence[str] = (), **encoder_options: Any) -> list[EmbedResult]:
+                 keep: Sequence[str] = (), engine: str = "local", address: str | None = None,
+                 num_gpus_per_worker: float | None = None, concurrency: int | None = None, staging: str | None = None,
+                 **encoder_options: Any) -> list[EmbedResult]:
     """Embed several hidden layers of one model into one feature set each, in a single pass over the source.
 
     Layer ``k`` goes to ``layer_name(name, k)`` (``reviews_minilm_layer3``, ``reviews_minilm_layer_m1`` for -1), and
     ``None`` to ``name`` itself (the model's own output, which ignores ``pooling``). The sentence-transformers
     encoder computes every layer in one forward pass per batch, so N layers cost about one. Each set resumes on its
-    own: a rerun encodes only rows some set still lacks. Returns one result per layer, in order.
+    own: a rerun encodes only rows some set still lacks. Returns one result per layer, in order. ``engine="ray"``
+    and its options as for :func:`embed`: each actor computes every layer in one pass.
     """
     _check_options(encoder_options)
     layers = check_layers("embed_layers", encoder, encoder_options, layers, "sentence-transformers:all-MiniLM-L6-v2")
+    ray_options = _engine_options(engine, address=address, num_gpus_per_worker=num_gpus_per_worker,
+                                  concurrency=concurrency, staging=staging)
     own = {k: v for k, v in encoder_options.items() if k != "pooling"}  # the model's output has its own pooling
-    targets = [(name, _build_encoder(encoder, own, store)) if k is None
-               else (layer_name(name, k), _build_encoder(encoder, {**encoder_options, "layer": k}, store))
-               for k in layers]
+    built = [(name, own) if k is None else (layer_name(name, k), {**encoder_options, "layer": k}) for k in layers]
+    targets = [(set_name, _build_encoder(encoder, options, store), (encoder, options)) for set_name, options in built]
     return _run(store, source, targets, key=key, text=text, version=version, chunk_rows=chunk_rows,
                 partition_rows=partition_rows, progress=progress, on_progress=on_progress,
-                lock_timeout=lock_timeout, limit=limit, keep=keep)
+                lock_timeout=lock_timeout, limit=limit, keep=keep, ray_options=ray_options)
 
 
 def check_layers(caller: str, encoder: Any, options: dict[str, Any], layers: Sequence[Any], example: str) -> list[Any]:
@@ -188,32 +195,53 @@ def _build_encoder(encoder: str | Any, options: dict[str, Any], store: Any) -> A
     return encoder
 
 
-def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, targets: list[tuple[str, Any]], *,
+def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, targets: list[tuple[str, Any, Any]], *,
          key: str | Sequence[str], text: str, version: int | str, chunk_rows: int | None, partition_rows: int,
          progress: bool | None, on_progress: ProgressCallback | None, lock_timeout: float,
-         limit: int | None, keep: Sequence[str] = ()) -> list[EmbedResult]:
-    """One pass over ``source`` writing each (feature set, encoder) target; the first encoder leads the pass."""
+         limit: int | None, keep: Sequence[str] = (), ray_options: dict[str, Any] | None = None) -> list[EmbedResult]:
+    """One pass over ``source`` writing each (feature set, encoder, how it was asked for) target; the first encoder
+    leads the pass."""
     store, keys, keep = check_job(store, targets, key, {"text": text}, keep)
     src = open_source(source)
     src.check_columns([*keys, text, *keep])
-    lead = targets[0][1]
-    chunk_rows = chunk_rows or _default_chunk_rows(lead)
-    with SourceKeys(keys, src.description) as index:  # on disk: memory stays flat whatever the source's size
+    chunk_rows = chunk_rows or _default_chunk_rows(targets[0][1])
+    return run_indexed(store, src, targets, keys=keys, keep=keep, text=text, limit=limit, version=version,
+                       partition_rows=partition_rows, progress=progress, on_progress=on_progress,
+                       lock_timeout=lock_timeout, ray_options=ray_options,
+                       job=lambda sinks, report: _Job(sinks, keys, text, chunk_rows, report, keep))
+
+
+def run_indexed(store: featurestore.Store, src: Any, targets: list[tuple[str, Any, Any]], *, keys: list[str],
+                keep: list[str], text: str | None, limit: int | None, job: Callable[[Sinks, Callable[[int], None]], Any],
+                ray_options: dict[str, Any] | None = None, **write_options: Any) -> list[EmbedResult]:
+    """Every embedding job's frame: its source keys indexed on disk (``SourceKeys``: nulls and duplicates refused,
+    resume looked up there, so memory stays flat whatever the source's size), the writers, then ``job(sinks, report)``
+    run over ``src``; on Ray (``ray_options``) the same job with its encoding done by actors.
+
+    ``targets``: (feature set, encoder, (encoder as asked for, its options)): the last says how a Ray actor builds it.
+    ``text``: the text column (a JSONL line's keys are read as the job reads them); None for images.
+    """
+    facts = None
+    with SourceKeys(keys, src.description) as index:
         total = index.scan(src, text, limit)
         index.check_duplicates()
+        if ray_options is not None:  # after the checks: a bad source is refused before a cluster starts
+            from ._ray_engine import ray_job, recipe  # only here: the local engine never imports ray
+
+            recipes = [recipe(asked, options, store) for _, _, (asked, options) in targets]
+            job, facts = ray_job(job, recipes, progress=write_options.get("progress"), **ray_options)
 
         def work(sinks: Sinks, report: Callable[[int], None]) -> tuple[int, dict[str, int]]:
             for sink in sinks.sinks:
                 sink.attach(index.committed(sink.writer))
             if not any(sink.committed for sink in sinks.sinks):
                 index.close()  # nothing to look up: DuckDB's buffers (up to its cap) are not kept through the job
-            job = _Job(sinks, keys, text, chunk_rows, report, keep)
-            job.run(src, limit)
-            return job.rows_read, job.screen.error_counts
+            running = job(sinks, report)
+            running.run(src, limit)
+            return running.rows_read, running.screen.error_counts
 
-        return write_targets(store, src, targets, keys=keys, keep=keep, version=version,
-                             partition_rows=partition_rows, progress=progress, on_progress=on_progress,
-                             lock_timeout=lock_timeout, total=total, work=work)
+        return write_targets(store, src, [(n, e) for n, e, _ in targets], keys=keys, keep=keep, total=total,
+                             work=work, facts=facts, **write_options)
 
 
 def check_job(store: featurestore.Store | str | os.PathLike[str], targets: list[tuple[str, Any]],
@@ -225,7 +253,7 @@ def check_job(store: featurestore.Store | str | os.PathLike[str], targets: list[
     key, and no key or payload column may use a reserved name or clash with the error rows' columns.
     """
     store = store if isinstance(store, featurestore.Store) else featurestore.open(store)
-    names = [n for n, _ in targets]
+    names = [t[0] for t in targets]
     for n in names:
         validate_name(n)
     if len(set(names)) != len(names):

@@ -145,9 +145,10 @@ def serve(model: Any, store: featurestore.Store | str | os.PathLike[str], source
         lead = group[0]
         subset = _Rows(src, keys, lead.key_schema, lead.missing)
         version = lead.version if len(group) == 1 else None  # a shared pass appends to each latest (= trained) one
-        results = _run(store, subset, [(p.name, p.encoder) for p in group], key=keys, text=lead.text,
-                       version=version, chunk_rows=None, partition_rows=10_000, progress=progress,
-                       on_progress=None, lock_timeout=lock_timeout, limit=None)
+        targets = [(p.name, p.encoder, (p.encoder, {})) for p in group]
+        results = _run(store, subset, targets, key=keys, text=lead.text, version=version, chunk_rows=None,
+                       partition_rows=10_000, progress=progress, on_progress=None, lock_timeout=lock_timeout,
+                       limit=None)
         embedded.update({p.name: r for p, r in zip(group, results)})
     table = _predictions(model, store, rows, keys, extra, plans)
     return Served(table, embedded)

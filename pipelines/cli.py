@@ -252,10 +252,12 @@ def sql(query: str, store_path: str, fmt: str, as_json: bool, max_rows: int, tim
 @click.option("--num-gpus-per-worker", type=click.FloatRange(min=0), help="With --engine ray: GPUs per encoder actor.")
 @click.option("--concurrency", type=click.IntRange(min=1), help="With --engine ray: encoder actors (default: one per "
               "GPU share, else one per node).")
+@click.option("--staging", metavar="URI", help="With --engine ray: a folder every node can read for the rows to embed "
+              "(s3://bucket/tmp, a shared mount; default: a local temporary folder).")
 @json_option
 def embed(spec_path, store_path, source, keys, text, encoder, name, version, layers, pooling, device, batch_size,
           max_seq_length, normalize, dtype, backend, precision, limit, progress, keep, images, image_column, label,
-          num_workers, engine, address, num_gpus_per_worker, concurrency, as_json):
+          num_workers, engine, address, num_gpus_per_worker, concurrency, staging, as_json):
     """Embed a text column, or images, into a feature set (streaming, resumable, idempotent).
 
     \b
@@ -326,10 +328,7 @@ def embed(spec_path, store_path, source, keys, text, encoder, name, version, lay
     if progress is None and quiet():
         progress = False
     on_ray = {k: v for k, v in (("engine", engine), ("address", address), ("num_gpus_per_worker", num_gpus_per_worker),
-                                ("concurrency", concurrency)) if v is not None}
-    if on_ray and (len(job.layers) > 1 or job.images or job.image is not None):
-        raise click.UsageError("--engine/--address/--num-gpus-per-worker/--concurrency apply to a text job writing one "
-                               "feature set (one layer).")
+                                ("concurrency", concurrency), ("staging", staging)) if v is not None}
     for r in run_job(job, progress=progress, **on_ray):  # every layer in one pass over the source
         results.append(r.to_dict())
         set_name = r.name

@@ -275,7 +275,8 @@ def _job_multi(store, data: str) -> None:
     from featurestore.encoders import get_encoder
     from pipelines._runner import _run
 
-    _run(store, Path(data) / "source.parquet", [("ra", get_encoder("hash:16")), ("rb", get_encoder("hash:8"))],
+    targets = [(name, get_encoder(enc), (enc, {})) for name, enc in (("ra", "hash:16"), ("rb", "hash:8"))]
+    _run(store, Path(data) / "source.parquet", targets,
          key="id", text="review", version="auto", chunk_rows=25, partition_rows=50, progress=False,
          on_progress=None, lock_timeout=60.0, limit=None)
 

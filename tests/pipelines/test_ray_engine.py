@@ -103,13 +103,13 @@ def test_the_job_runs_in_windows_of_bounded_rows(cluster, tmp_path, monkeypatch)
 
     monkeypatch.setattr(_ray_engine, "WINDOW_ROWS", 150)
     windows: list[int] = []
-    encoded = _ray_engine._RayJob._encoded
+    encoded = _ray_engine.RayEncoding._encoded
 
     def counting(self, fs, files):
         windows.append(sum(pq.ParquetFile(fs.open_input_file(f)).metadata.num_rows for f in files))
         yield from encoded(self, fs, files)
 
-    monkeypatch.setattr(_ray_engine._RayJob, "_encoded", counting)
+    monkeypatch.setattr(_ray_engine.RayEncoding, "_encoded", counting)
     source = _source(tmp_path / "t.parquet", 500)
     result = pipelines.embed(tmp_path / "ray", source, encoder="hash:64", name="t", progress=False, engine="ray",
                              concurrency=1, chunk_rows=64)
@@ -126,6 +126,62 @@ def test_minilm_on_ray_matches_the_local_engine(cluster, tmp_path):
     (ka, va), (kb, vb) = (_by_key(featurestore.open(tmp_path / s).get("m")) for s in ("local", "ray"))
     assert ka.tolist() == kb.tolist() and len(ka) == 48
     assert ((va * vb).sum(1) / (np.linalg.norm(va, axis=1) * np.linalg.norm(vb, axis=1))).min() >= 0.9999
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.mark.slow
+def test_layers_on_ray_match_the_local_engine_in_one_pass(cluster, tmp_path):
+    source = _source(tmp_path / "t.parquet", 40)
+    model = "sentence-transformers:all-MiniLM-L6-v2"
+    for where, engine in (("local", "local"), ("ray", "ray")):
+        results = pipelines.embed_layers(tmp_path / where, source, name="m", layers=[None, 3], encoder=model,
+                                         progress=False, engine=engine)
+        assert [(r.name, r.rows_written, r.rows_failed) for r in results] == [("m", 38, 2), ("m_layer3", 38, 2)]
+    for name in ("m", "m_layer3"):
+        (ka, va), (kb, vb) = (_by_key(featurestore.open(tmp_path / s).get(name)) for s in ("local", "ray"))
+        assert ka.tolist() == kb.tolist() and _cosines(va, vb).min() >= 0.9999
+    assert featurestore.open(tmp_path / "ray").get("m_layer3").spec == featurestore.open(tmp_path / "local").get(
+        "m_layer3").spec
+
+
+@pytest.mark.slow
+def test_images_on_ray_match_the_local_engine_with_their_error_rows(cluster, tmp_path):
+    """The actors decode, preprocess and encode; an image that does not decode there is an error row, as locally."""
+    from PIL import Image
+
+    root = tmp_path / "photos"
+    for i in range(6):
+        pixels = np.random.default_rng(i).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+        (root / ("cats" if i % 2 else "dogs")).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / ("cats" if i % 2 else "dogs") / f"{i}.jpg")
+    (root / "cats" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a real jpeg")
+    model = "torchvision:mobilenet_v2"
+    for where, engine in (("local", "local"), ("ray", "ray")):
+        results = pipelines.embed_images(tmp_path / where, root, name="mob", encoder=model, layers=[None, "features.6"],
+                                         progress=False, num_workers=0, engine=engine)
+        assert [(r.name, r.rows_written, r.rows_failed) for r in results] == [("mob", 6, 1),
+                                                                               ("mob_features_6", 6, 1)]
+    for name in ("mob", "mob_features_6"):
+        a, b = (featurestore.open(tmp_path / s).get(name) for s in ("local", "ray"))
+        ta, tb = a.to_arrow().sort_by("path"), b.to_arrow().sort_by("path")
+        assert ta.column("path").equals(tb.column("path")) and ta.column("label").equals(tb.column("label"))
+        va, vb = (fmt_matrix(t) for t in (ta, tb))
+        assert _cosines(va, vb).min() >= 0.9999
+    errors = [featurestore.open(tmp_path / s).sql('SELECT path, kind FROM "mob@errors"').arrow().to_pylist()
+              for s in ("local", "ray")]
+    assert errors[0] == errors[1] == [{"path": "cats/broken.jpg", "kind": "bad-image"}]
+    again = pipelines.embed_images(tmp_path / "ray", root, name="mob", encoder=model, progress=False, engine="ray")
+    assert (again[0].rows_written, again[0].rows_skipped) == (0, 6)
+
+
+def fmt_matrix(table: pa.Table) -> np.ndarray:
+    from featurestore import _format as fmt
+
+    column = table.column("embedding").combine_chunks()
+    return fmt.to_matrix(column, column.type.list_size).astype(np.float64)
 
 
 def test_a_worker_killed_mid_job_still_ends_complete_without_duplicates(cluster, tmp_path):
