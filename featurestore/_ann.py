@@ -129,6 +129,7 @@ def build_index(store: "Store", fs: FeatureSet, matrix: Matrix, metric: str, *, 
     atomic_write_text(info_path, json.dumps(info, indent=1) + "\n")
     remove_stale(fs.path, prefix=ANN_PREFIX, keep=matrix.fingerprint)
     with _INDEXES_LOCK:
+        _INDEXES.clear()  # one index per process, as load_index keeps: they are as large as the matrix
         _INDEXES[str(index_path)] = (index, info)
     return {"status": "ready", **info}
 

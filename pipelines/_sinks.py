@@ -40,14 +40,11 @@ class Sink:
     def held(self, table: pa.Table, keys: list[str], rows: np.ndarray | None) -> np.ndarray | None:
         """The committed content hash of each row of ``table`` (None where its key is not held), as an object array;
         None when the version holds nothing. ``rows``: the rows' numbers in the source, needed once attached."""
-        if self.indexed:
-            if self.committed is None or rows is None or not len(rows):
-                return None if self.committed is None else np.full(table.num_rows, None, dtype=object)
-            return self.committed.hashes(int(rows[0]), int(rows[-1]) + 1)[rows - rows[0]]
-        committed = self.writer.committed_hashes()  # every committed row, in a dict (image jobs)
-        if not committed:
-            return None
-        return np.array([committed.get(t) for t in fmt.key_tokens(table, keys).to_pylist()], dtype=object)
+        if not self.indexed:
+            raise RuntimeError("Sink.held needs the job's key index: call attach() first (see run_indexed).")
+        if self.committed is None or rows is None or not len(rows):
+            return None if self.committed is None else np.full(table.num_rows, None, dtype=object)
+        return self.committed.hashes(int(rows[0]), int(rows[-1]) + 1)[rows - rows[0]]
 
     def commit(self, table: pa.Table) -> int:
         """Write ``table`` as one partition (the writer skips rows it holds, unless the screen already did)."""
