@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -36,6 +35,7 @@ from featurestore._optional import import_optional, library_version
 from featurestore.errors import ValidationError
 
 from ._runner import _Job
+from ._scratch import scratch_dir
 from ._image_job import ImageScreen
 from ._sinks import Sinks
 from .sources._errors import RESERVED
@@ -250,7 +250,7 @@ def _staging(staging: str | None) -> tuple[Any, str, bool]:
     from pyarrow import fs as pafs
 
     if staging is None:
-        folder = tempfile.mkdtemp(prefix="featurestore-ray-")
+        folder = str(scratch_dir("ray"))
         return pafs.LocalFileSystem(), folder, True
     filesystem, base = pafs.FileSystem.from_uri(staging) if "://" in staging else \
         (pafs.LocalFileSystem(), os.path.abspath(staging))

@@ -13,9 +13,7 @@ consumes in step with the second pass over the source. Nothing per row stays in 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +25,7 @@ from featurestore._catalog import _sql_str, quote_ident
 from featurestore._newest import newest_per_key_sql
 from featurestore.errors import ValidationError
 
+from ._scratch import scratch_dir
 from .sources import TableSource
 from .sources._errors import ERROR_KIND, RESERVED
 
@@ -50,7 +49,7 @@ class SourceKeys:
         self.keys, self.description = keys, description
         self.rows = 0
         self._types: dict[str, pa.DataType] = {}
-        self._dir = Path(tempfile.mkdtemp(prefix="featurestore-keys-"))
+        self._dir = scratch_dir("keys")  # a killed job's folder is removed by the next job (``_scratch``)
         self._con = duckdb.connect(str(self._dir / "keys.duckdb"))
         self._con.execute(f"SET memory_limit = '{MEMORY_LIMITS_MB[0]}MB'")
         self._con.execute(f"SET temp_directory = {_sql_str(str(self._dir / 'spill'))}")
