@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 import pipelines
-from pipelines._scratch import remove_orphans
+from pipelines._scratch import _host, remove_orphans
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,14 +23,16 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_only_the_folders_of_dead_processes_are_removed(tmp_path):
-    dead = tmp_path / f"featurestore-keys-{_dead_pid()}-abc"
-    live = tmp_path / f"featurestore-keys-{os.getpid()}-def"
-    other_kind = tmp_path / f"featurestore-ray-{_dead_pid()}-ghi"
-    for folder in (dead, live, other_kind):
+def test_only_the_folders_of_this_machines_dead_processes_are_removed(tmp_path):
+    host = _host()
+    dead = tmp_path / f"featurestore-keys-{host}-{_dead_pid()}-abc"
+    live = tmp_path / f"featurestore-keys-{host}-{os.getpid()}-def"
+    other_kind = tmp_path / f"featurestore-ray-{host}-{_dead_pid()}-ghi"
+    other_host = tmp_path / f"featurestore-keys-{'0' * 8 if host != '0' * 8 else '1' * 8}-{_dead_pid()}-jkl"
+    for folder in (dead, live, other_kind, other_host):
         (folder / "spill").mkdir(parents=True)
     assert remove_orphans("keys", tmp_path) == [dead]
-    assert not dead.exists() and live.exists() and other_kind.exists()
+    assert not dead.exists() and live.exists() and other_kind.exists() and other_host.exists()
 
 
 def test_a_job_killed_mid_scan_leaves_a_folder_the_next_job_removes(tmp_path, monkeypatch):
