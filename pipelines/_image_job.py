@@ -252,8 +252,7 @@ class _ImageJob(_Job):
                     self.screen.set_aside_failed(chunk, reasons)
                     chunk = chunk.filter(pa.array(ok))
                 if chunk.num_rows:
-                    vectors = lead.encode_pixels_with(others, pixels) if others else [lead.encode_pixels(pixels)]
-                    self.sinks.add(chunk, vectors)
+                    self.sinks.add(chunk, encode_pixels(lead, others, pixels))
                 self._advance(len(reasons))
                 self._store_errors(force=False)
             self.sinks.flush(force=True)
@@ -314,6 +313,11 @@ class _Decode:
             return self.preprocess(image), None
         except Exception as exc:  # noqa: BLE001 - the model's transforms may raise anything on an odd image
             return None, f"preprocessing failed ({type(exc).__name__}: {exc})"
+
+
+def encode_pixels(lead: Any, others: Sequence[Any], pixels: Any) -> list[np.ndarray]:
+    """One block of vectors per target for a decoded batch: the lead's pass, shared with the other stages if any."""
+    return lead.encode_pixels_with(others, pixels) if others else [lead.encode_pixels(pixels)]
 
 
 def decode_batch(payloads: list[Any], preprocess: Callable[[Any], Any], max_pixels: int) -> tuple[Any, list[str | None]]:

@@ -212,7 +212,7 @@ def _default_concurrency(gpus: float) -> int:
 class _EncodeActor:
     """A Ray Data actor: builds the targets' encoders once (a model loads on the first batch), then appends each
     target's vectors to every batch it is given (of an image job: decoded and preprocessed here, in the actor; an
-    image that does not decode gets its reason in ``FAILED`` and null vectors)."""
+    image that does not decode gets its reason in ``FAILED`` and zero vectors, which the driver drops)."""
 
     def __init__(self, recipes: list[Any], payload: str, image: bool) -> None:
         from featurestore.encoders import get_encoder
@@ -228,12 +228,11 @@ class _EncodeActor:
             for i, block in enumerate(blocks):
                 batch = batch.append_column(vectors_column(i), fmt.fixed_size_list(block))
             return batch
-        from ._image_job import decode_batch
+        from ._image_job import decode_batch, encode_pixels
 
         pixels, reasons = decode_batch(values, lead.preprocess, lead.max_pixels)
         ok = np.flatnonzero([r is None for r in reasons])
-        blocks = (lead.encode_pixels_with(others, pixels) if others else [lead.encode_pixels(pixels)]) if len(ok) \
-            else [None] * len(self.encoders)
+        blocks = encode_pixels(lead, others, pixels) if len(ok) else [None] * len(self.encoders)
         for i, (encoder, block) in enumerate(zip(self.encoders, blocks)):
             # zeros where the image did not decode: the driver drops those rows (FAILED says why)
             dtype = block.dtype if block is not None else np.dtype(encoder.spec().get("dtype", "float32"))

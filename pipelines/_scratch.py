@@ -28,10 +28,11 @@ def scratch_dir(kind: str) -> Path:
 def remove_orphans(kind: str, root: str | os.PathLike[str] | None = None) -> list[Path]:
     """Remove the ``kind`` scratch folders of this machine's dead processes under ``root`` (default: the temporary
     directory)."""
-    pattern = re.compile(rf"featurestore-{re.escape(kind)}-{_host()}-(\d+)-")
+    host = _host()
+    pattern = re.compile(rf"featurestore-{re.escape(kind)}-{host}-(\d+)-")
     removed = []
     base = Path(root or tempfile.gettempdir())
-    for path in base.glob(f"featurestore-{kind}-{_host()}-*"):
+    for path in base.glob(f"featurestore-{kind}-{host}-*"):
         found = pattern.match(path.name)
         if found and path.is_dir() and not _alive(int(found.group(1))):
             shutil.rmtree(path, ignore_errors=True)

@@ -241,8 +241,9 @@ class RemoteFile:
     """A file or folder on a pyarrow filesystem (``s3://``, ``gs://``, ``hdfs://``, or any fsspec protocol), with
     the few ``pathlib.Path`` methods a source uses, so reading code takes either."""
 
-    def __init__(self, filesystem: Any, path: str, uri: str) -> None:
+    def __init__(self, filesystem: Any, path: str, uri: str, info: Any = None) -> None:
         self.filesystem, self.path, self.uri = filesystem, path.rstrip("/") or "/", uri
+        self._known = info  # a FileInfo the folder listing already returned: no second round trip for it
 
     def __str__(self) -> str:
         return self.uri
@@ -251,7 +252,9 @@ class RemoteFile:
         return self.path < other.path
 
     def _info(self) -> Any:
-        return self.filesystem.get_file_info(self.path)
+        if self._known is None:
+            self._known = self.filesystem.get_file_info(self.path)
+        return self._known
 
     def exists(self) -> bool:
         from pyarrow import fs as pafs
@@ -276,8 +279,10 @@ class RemoteFile:
         head = self.path.rsplit("/", 1)[0]
         return RemoteFile(self.filesystem, head, self.uri[: len(self.uri) - len(self.name)].rstrip("/"))
 
-    def child(self, path: str) -> "RemoteFile":
-        return RemoteFile(self.filesystem, path, f"{self.uri.rstrip('/')}/{path[len(self.path):].lstrip('/')}")
+    def child(self, info: Any) -> "RemoteFile":
+        """The file ``info`` (a FileInfo from listing this folder) names."""
+        relative = info.path[len(self.path):].lstrip("/")
+        return RemoteFile(self.filesystem, info.path, f"{self.uri.rstrip('/')}/{relative}", info)
 
     def relative_to(self, root: "RemoteFile") -> PurePosixPath:
         return PurePosixPath(self.path).relative_to(root.path)
@@ -340,7 +345,7 @@ def _listed(folder: Path | RemoteFile) -> list[Path | RemoteFile]:
     from pyarrow import fs as pafs
 
     infos = folder.filesystem.get_file_info(pafs.FileSelector(folder.path, recursive=True))
-    return sorted(folder.child(i.path) for i in infos if i.type == pafs.FileType.File and wanted(i.base_name))
+    return sorted(folder.child(i) for i in infos if i.type == pafs.FileType.File and wanted(i.base_name))
 
 
 def _open_input(path: Path | RemoteFile) -> Any:
