@@ -92,3 +92,35 @@ def tiny_clip(tmp_path_factory) -> str:
     path.write_text(json.dumps(_TINY_CLIP_CONFIG))
     open_clip.add_model_config(path)
     return TINY_CLIP
+
+
+# Two code paths that score the same model on the same vectors (serving vs stored features, the CLI vs the API, a
+# batch of 110 rows vs 10) may sum in different orders: BLAS picks its kernel and blocking by the matrix's shape and
+# the CPU, so probabilities can differ in the last bits (seen: 0.00048686069629598136 vs ...174 on an AMD EPYC,
+# 110 rows vs 10). A relative 1e-9 is ~10^6 times that noise and ~10^6 times smaller than any real change of model or
+# features, so it still catches every real difference. Keys, labels, errors and predictions stay exact.
+PROBA_RTOL = 1e-9
+
+
+def _same_predictions(actual, expected, *, rtol: float = PROBA_RTOL) -> None:
+    """Assert two prediction outputs (Arrow tables or lists of row dicts) agree: floats to ``rtol``, the rest exactly."""
+    import pyarrow as pa
+
+    rows = [actual.to_pylist() if isinstance(actual, pa.Table) else list(actual),
+            expected.to_pylist() if isinstance(expected, pa.Table) else list(expected)]
+    if isinstance(actual, pa.Table) and isinstance(expected, pa.Table):
+        assert actual.column_names == expected.column_names, (actual.column_names, expected.column_names)
+    assert len(rows[0]) == len(rows[1]), f"{len(rows[0])} rows != {len(rows[1])} rows"
+    for i, (got, want) in enumerate(zip(*rows)):
+        assert got.keys() == want.keys(), f"row {i}: columns {sorted(got)} != {sorted(want)}"
+        exact = {c: v for c, v in got.items() if not isinstance(v, float)}
+        assert exact == {c: want[c] for c in exact}, f"row {i}: {got} != {want}"
+        for c in got.keys() - exact.keys():
+            assert isinstance(want[c], float) and want[c] == pytest.approx(got[c], rel=rtol, abs=1e-300), \
+                f"row {i}, column {c!r}: {got[c]!r} != {want[c]!r} (rtol {rtol:g})"
+
+
+@pytest.fixture
+def same_predictions():
+    """``same_predictions(actual, expected)``: predictions equal, probabilities within ``PROBA_RTOL`` (see above)."""
+    return _same_predictions
