@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from featurestore.encoders import get_encoder
-    from pipelines._image_job import default_workers
+    from pipelines.embedding._images import default_workers
 
     header("torch", "torchvision", "pillow", "numpy")
     workers = [None] if args.workers == "auto" else [int(w) for w in args.workers.split(",")]

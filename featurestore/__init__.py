@@ -8,13 +8,13 @@
 Importing this package never imports torch: encoders load their libraries when they are built.
 """
 
-from ._drift import DriftResult, DriftSide
-from ._diff import Diff
-from ._featureset import FeatureSet
-from ._sql import Result
-from ._store import Store, open
-from ._writer import Writer
-from .errors import (
+from featurestore.ops._drift import DriftResult, DriftSide
+from featurestore.ops._diff import Diff
+from featurestore.query._featureset import FeatureSet
+from featurestore.query._sql import Result
+from featurestore._store import Store, open
+from featurestore.storage._writer import Writer
+from featurestore.errors import (
     CorruptStoreError,
     EncoderNotAvailableError,
     FeatureSetNotFoundError,

@@ -10,16 +10,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._catalog import CATALOG, STALE_MARKER, Broken, reader_connection, write_catalog
-from ._doctor import DoctorReport, doctor as _doctor
-from ._featureset import FeatureSet, check_present
-from ._manifest import atomic_write_text, list_versions, models_dir, now, read_manifest, set_dir, sets_dir, version_dir
-from ._names import validate_name
-from ._sql import Result, check_read_only
-from ._validation import Interval, validate_params
-from ._writer import Writer
-from . import _diff, _drop, _time_travel
-from .errors import CorruptStoreError, FeatureSetNotFoundError, FeatureStoreError
+from featurestore.query._catalog import CATALOG, STALE_MARKER, Broken, reader_connection, write_catalog
+from featurestore.ops._doctor import DoctorReport, doctor as _doctor
+from featurestore.query._featureset import FeatureSet, check_present
+from featurestore.storage._manifest import atomic_write_text, list_versions, models_dir, now, read_manifest, set_dir, sets_dir, version_dir
+from featurestore.storage._names import validate_name
+from featurestore.query._sql import Result, check_read_only
+from featurestore.utils._validation import Interval, validate_params
+from featurestore.storage._writer import Writer
+from featurestore.ops import _diff, _drop
+from featurestore.query import _time_travel
+from featurestore.errors import CorruptStoreError, FeatureSetNotFoundError, FeatureStoreError
 
 MARKER = "featurestore.json"
 FORMAT = 1
@@ -235,7 +236,7 @@ class Store:
         centroid cosine, the centroid distance in units of spread, the norm shift in pooled std, and an MMD
         permutation test (on at most ``max_rows`` rows per side, drawn with ``seed``) with its p-value; see ``_drift``.
         """
-        from . import _drift
+        from featurestore.ops import _drift
 
         return _drift.drift(self, a, b, where_a=where_a, where_b=where_b, max_rows=max_rows,
                             permutations=permutations, seed=seed, allow_spec_differences=allow_spec_differences,
@@ -259,7 +260,7 @@ class Store:
         minus the distance). Exact by default (ties ordered by key); ``index="ann"`` uses the version's HNSW index,
         built first when missing or stale (see :meth:`build_index`).
         """
-        from ._search import search
+        from featurestore.search._search import search
 
         return search(self, name, query, key=key, image=image, k=k, where=where, columns=columns, version=version,
                       metric=metric, include_self=include_self, index=index, progress=progress)
@@ -272,13 +273,13 @@ class Store:
         smallest whose recall@10 against exact search reaches ``recall`` on a sample of the set's own rows; the
         returned info holds the recall reached, build seconds and index bytes. Needs ``featurestore[ann]``.
         """
-        from ._search import build_index
+        from featurestore.search._search import build_index
 
         return build_index(self, name, version=version, metric=metric, recall=recall, force=force, progress=progress)
 
     def index_info(self, name: str, *, version: int | None = None, metric: str | None = None) -> dict[str, Any]:
         """The version's ANN index: ``status`` ready / stale (built for rows it no longer holds) / missing, and, when
         there is one, its recall@10, efSearch, build seconds and bytes."""
-        from ._search import index_info
+        from featurestore.search._search import index_info
 
         return index_info(self, name, version=version, metric=metric)

@@ -7,11 +7,11 @@
 >>> pipelines.predict("reviews_class", store, "new_reviews.parquet", text="review")  # embeds the rows sets lack
 """
 
-from ._image_job import embed_images
-from ._runner import EmbedResult, embed, embed_layers, layer_name
-from ._serve import NotRecomputableWarning, predict
-from ._spec import JobSpec, run_job
-from .sources import ImageSource, TableSource
+from pipelines.embedding._images import embed_images
+from pipelines.embedding._runner import EmbedResult, embed, embed_layers, layer_name
+from pipelines.jobs._serve import NotRecomputableWarning, predict
+from pipelines.embedding._spec import JobSpec, run_job
+from pipelines.sources import ImageSource, TableSource
 
 __all__ = ["embed", "embed_layers", "EmbedResult", "JobSpec", "run_job", "layer_name", "TableSource", "predict",
            "NotRecomputableWarning", "embed_images", "ImageSource"]

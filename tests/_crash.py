@@ -5,7 +5,7 @@ call sends SIGKILL to the process (before or after calling the original), then r
 parent reruns the same job in-process and checks the store (``tests/test_crash_points.py``,
 ``tests/test_properties.py``).
 
-Targets are ``"module:qualname"``: ``"os:replace"``, ``"featurestore._writer:Writer.record_errors"``,
+Targets are ``"module:qualname"``: ``"os:replace"``, ``"featurestore.storage._writer:Writer.record_errors"``,
 ``"pyarrow.parquet:write_table"``. A predicate is a Python expression over ``args`` and ``kwargs`` that decides
 which calls count (``"str(args[1]).endswith('manifest.json')"``).
 """
@@ -79,7 +79,7 @@ def arm(target: str, n: int, when: str, pred: str | None = None) -> None:
 def announce_runs() -> None:
     """Print ``RUN <set> <run_id>`` as a writer starts (before it takes the lock and cleans up), so the parent knows
     which runs it killed."""
-    from featurestore import _writer
+    from featurestore.storage import _writer
 
     enter = _writer.Writer.__enter__
 
@@ -187,7 +187,7 @@ def source_expectation(path: Path, dim: int = DIM) -> tuple[dict[int, np.ndarray
 def source_hashes(path: Path, dim: int = DIM) -> dict[int, str]:
     """key -> the content_hash a job stores for each good row (text under the encoder spec's fingerprint)."""
     import pyarrow.parquet as pq
-    from featurestore import _format as fmt
+    from featurestore.storage import _format as fmt
     from featurestore.encoders import get_encoder
 
     t = pq.read_table(path)
@@ -273,7 +273,7 @@ def _job_multi(store, data: str) -> None:
     # The hash encoder has no layers, so embed_layers() refuses it; this is the same one-pass, several-sets
     # runner that embed_layers uses, with two encoders (two feature sets) instead of two layers.
     from featurestore.encoders import get_encoder
-    from pipelines._runner import _run
+    from pipelines.embedding._runner import _run
 
     targets = [(name, get_encoder(enc), (enc, {})) for name, enc in (("ra", "hash:16"), ("rb", "hash:8"))]
     _run(store, Path(data) / "source.parquet", targets,
@@ -334,7 +334,7 @@ def leftover_kinds(store_root: Path) -> set[str]:
 
 def table_vectors(table) -> np.ndarray:
     """The embedding column of a feature set table as a (rows, dim) float32 matrix."""
-    from featurestore import _format as fmt
+    from featurestore.storage import _format as fmt
 
     column = table.column("embedding")
     return fmt.to_matrix(column, column.type.list_size)
@@ -387,7 +387,7 @@ def assert_rows(store, name: str, version: int | None, rows: dict[Any, np.ndarra
     expected = np.stack([rows[k] for k in keys]).astype(np.float32) if keys else np.empty((0, fs.dim), np.float32)
     np.testing.assert_allclose(fs.to_numpy(), expected, rtol=1e-6, atol=0,
                                err_msg=f"{name} v{version}: stored vectors differ from the source")
-    from featurestore import _format as fmt
+    from featurestore.storage import _format as fmt
 
     if hashes is None:
         hashes = dict(zip(keys, fmt.vector_hashes(fmt.fixed_size_list(expected.astype(fs.dtype)), fs.dim).to_pylist()))

@@ -244,7 +244,7 @@ def _parquet_dir_schema_clash(ctx: Ctx) -> Path:
 
 
 def _fsl(matrix: np.ndarray) -> pa.Array:
-    return featurestore._format.fixed_size_list(matrix)
+    return featurestore.storage._format.fixed_size_list(matrix)
 
 
 def _nan(ctx: Ctx) -> np.ndarray:
@@ -269,7 +269,7 @@ def _replace_part(ctx: Ctx, table: pa.Table, index: int = 0) -> None:
     path = ctx.part(index=index)
     meta = pq.read_schema(path).metadata
     pq.write_table(table.replace_schema_metadata(meta), path)
-    crc = featurestore._manifest.file_crc32(path)
+    crc = featurestore.storage._manifest.file_crc32(path)
 
     def fix(m: dict[str, Any]) -> None:
         m["partitions"][index].update(bytes=path.stat().st_size, crc32=crc, rows=table.num_rows)
@@ -285,14 +285,14 @@ def _schema_mismatch(ctx: Ctx) -> None:
 
 def _dim_mismatch(ctx: Ctx) -> None:
     t = pq.read_table(ctx.part())
-    narrow = _fsl(np.ascontiguousarray(featurestore._format.to_matrix(t.column("embedding"), DIM)[:, :8]))
+    narrow = _fsl(np.ascontiguousarray(featurestore.storage._format.to_matrix(t.column("embedding"), DIM)[:, :8]))
     _replace_part(ctx, t.set_column(t.column_names.index("embedding"), "embedding", narrow))
 
 
 def _dtype_mismatch(ctx: Ctx) -> None:
     t = pq.read_table(ctx.part())
     wide = pa.FixedSizeListArray.from_arrays(
-        pa.array(featurestore._format.to_matrix(t.column("embedding"), DIM).astype(np.float64).reshape(-1)), DIM)
+        pa.array(featurestore.storage._format.to_matrix(t.column("embedding"), DIM).astype(np.float64).reshape(-1)), DIM)
     _replace_part(ctx, t.set_column(t.column_names.index("embedding"), "embedding", wide))
 
 

@@ -44,18 +44,18 @@ R, OK, NONE = ("running",), ("ok",), (None,)
 POINTS = [
     ("partition-temp-written-before-fsync", "session", "pyarrow.parquet:write_table", 2, "after", None, {"tmp"}, R),
     ("partition-fsynced-before-rename", "session", "os:replace", 2, "before", TMP_PARQUET, {"tmp"}, R),
-    ("partition-renamed-before-dir-fsync", "session", "featurestore._writer:fsync_dir", 2, "before", None,
+    ("partition-renamed-before-dir-fsync", "session", "featurestore.storage._writer:fsync_dir", 2, "before", None,
      {"orphan"}, R),
-    ("partition-renamed-before-manifest-commit", "session", "featurestore._writer:write_manifest", 2, "before", None,
+    ("partition-renamed-before-manifest-commit", "session", "featurestore.storage._writer:write_manifest", 2, "before", None,
      {"orphan"}, R),
     ("manifest-temp-written-before-replace", "session", "os:replace", 3, "before", MANIFEST, {"tmp", "orphan"}, R),
-    ("manifest-replaced-before-dir-fsync", "session", "featurestore._manifest:fsync_dir", 3, "before", None, set(), R),
-    ("catalog-inside-transaction", "session", "featurestore._catalog:define_views", 1, "after", CATALOG_TXN, set(), R),
-    ("catalog-update-in-finish", "session", "featurestore._catalog:define_views", 2, "before", CATALOG_TXN, set(), OK),
+    ("manifest-replaced-before-dir-fsync", "session", "featurestore.storage._manifest:fsync_dir", 3, "before", None, set(), R),
+    ("catalog-inside-transaction", "session", "featurestore.query._catalog:define_views", 1, "after", CATALOG_TXN, set(), R),
+    ("catalog-update-in-finish", "session", "featurestore.query._catalog:define_views", 2, "before", CATALOG_TXN, set(), OK),
     ("finish-manifest-before-replace", "session", "os:replace", 5, "before", MANIFEST, {"tmp"}, R),
     ("new-set-schema-temp-written", "fresh", "pyarrow.parquet:write_table", 1, "after", None,
      {"no-manifest", "tmp"}, NONE),
-    ("new-set-partition-renamed-no-manifest-yet", "fresh", "featurestore._writer:write_manifest", 1, "before", None,
+    ("new-set-partition-renamed-no-manifest-yet", "fresh", "featurestore.storage._writer:write_manifest", 1, "before", None,
      {"no-manifest"}, NONE),
     ("new-set-first-manifest-before-replace", "fresh", "os:replace", 1, "before", MANIFEST,
      {"no-manifest", "tmp"}, NONE),
@@ -64,21 +64,21 @@ POINTS = [
     ("new-version-first-manifest-before-replace", "new_version", "os:replace", 1, "before", MANIFEST,
      {"no-manifest", "tmp"}, NONE),
     ("update-partition-before-rename", "update", "os:replace", 1, "before", TMP_PARQUET, {"tmp"}, NONE),
-    ("update-renamed-before-manifest-commit", "update", "featurestore._writer:write_manifest", 1, "before", None,
+    ("update-renamed-before-manifest-commit", "update", "featurestore.storage._writer:write_manifest", 1, "before", None,
      {"orphan"}, NONE),
-    ("update-manifest-replaced-before-dir-fsync", "update", "featurestore._manifest:fsync_dir", 1, "before", None,
+    ("update-manifest-replaced-before-dir-fsync", "update", "featurestore.storage._manifest:fsync_dir", 1, "before", None,
      set(), R),
     ("job-3rd-partition-before-rename", "embed", "os:replace", 4, "before", TMP_PARQUET, {"tmp"}, R),  # #1: schema
-    ("job-after-5th-partition-commit", "embed", "featurestore._writer:Writer._commit", 5, "after", None, set(), R),
-    ("record-errors-before", "embed", "featurestore._writer:Writer.record_errors", 1, "before", None, set(), R),
-    ("record-errors-file-renamed-not-committed", "embed", "featurestore._writer:write_parquet", 1, "after",
+    ("job-after-5th-partition-commit", "embed", "featurestore.storage._writer:Writer._commit", 5, "after", None, set(), R),
+    ("record-errors-before", "embed", "featurestore.storage._writer:Writer.record_errors", 1, "before", None, set(), R),
+    ("record-errors-file-renamed-not-committed", "embed", "featurestore.storage._writer:write_parquet", 1, "after",
      ERRORS_FILE, {"orphan"}, R),
-    ("record-errors-after-commit", "embed", "featurestore._writer:Writer.record_errors", 1, "after", None, set(), R),
-    ("multi-set-second-set-2nd-append", "multi", "featurestore._writer:Writer.append", 2, "before",
+    ("record-errors-after-commit", "embed", "featurestore.storage._writer:Writer.record_errors", 1, "after", None, set(), R),
+    ("multi-set-second-set-2nd-append", "multi", "featurestore.storage._writer:Writer.append", 2, "before",
      "args[0].name == 'rb'", set(), R + R),
     ("multi-set-first-set-3rd-manifest-before-replace", "multi", "os:replace", 3, "before",
      MANIFEST + " and '/sets/ra/' in str(args[1])", {"tmp", "orphan"}, R + R),
-    ("multi-set-second-set-errors-committed", "multi", "featurestore._writer:Writer.record_errors", 1, "after",
+    ("multi-set-second-set-errors-committed", "multi", "featurestore.storage._writer:Writer.record_errors", 1, "after",
      "args[0].name == 'rb'", set(), R + R),
 ]
 
@@ -124,7 +124,7 @@ def test_kill_then_rerun_leaves_exactly_the_source(store, tmp_path, point, job, 
 RECOVERY_POINTS = [
     # the next writer, killed while it cleans up after the first: (point, target, nth call, before/after)
     ("after-removing-a-leftover", "pathlib:Path.unlink", 1, "after"),
-    ("before-marking-the-dead-run-killed", "featurestore._writer:write_manifest", 1, "before"),
+    ("before-marking-the-dead-run-killed", "featurestore.storage._writer:write_manifest", 1, "before"),
 ]
 
 
@@ -133,7 +133,7 @@ def test_killed_again_while_recovering_from_a_kill(store, tmp_path, point, targe
     data = tmp_path / "data"
     data.mkdir()
     crash.SETUPS["session"](store, data)
-    killed = crash.run_killed("session", store.root, data, "featurestore._writer:write_manifest", 2, "before")
+    killed = crash.run_killed("session", store.root, data, "featurestore.storage._writer:write_manifest", 2, "before")
     assert crash.leftover_kinds(store.root) == {"orphan"}
     killed += crash.run_killed("session", store.root, data, target, n, when)
     status_at_kill = crash.manifest_runs(store.root)
@@ -216,7 +216,7 @@ def test_killed_stacker_save_keeps_a_loadable_model(tmp_path, point, target, n, 
 DROP_POINTS = [
     # (point, target, nth call, before/after, doctor options that repair it)
     ("renamed-before-catalog", "featurestore._store:Store._write_catalog", 1, "before", {"clean": True, "rebuild": True}),
-    ("renamed-and-catalog-before-delete", "featurestore._leftovers:remove", 1, "before", {"clean": True}),
+    ("renamed-and-catalog-before-delete", "featurestore.storage._leftovers:remove", 1, "before", {"clean": True}),
     ("half-deleted", "os:unlink", 2, "after", {"clean": True}),  # rmtree removed 2 of v2's 3 files
 ]
 

@@ -29,7 +29,7 @@ import pytest
 from click.testing import CliRunner
 
 import featurestore
-import featurestore._manifest as manifest_module
+import featurestore.storage._manifest as manifest_module
 import pipelines
 from featurestore import FeatureSetNotFoundError, FeatureStoreError, ReadOnlyQueryError
 from featurestore.encoders import HashEncoder, get_encoder, list_encoders, register
@@ -262,7 +262,7 @@ def test_doctor_names_each_kind_of_damage_api_and_cli(store, label, damage, kind
 # -- a manifest replace that fails --------------------------------------------------------------------------------
 
 class _FailingManifestReplace:
-    """Stands in for ``os`` inside featurestore._manifest: ``replace`` onto a manifest.json raises OSError."""
+    """Stands in for ``os`` inside featurestore.storage._manifest: ``replace`` onto a manifest.json raises OSError."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -295,7 +295,7 @@ def test_a_failed_manifest_replace_leaves_the_old_manifest_and_rows(store, vecto
     fake = _fail_manifest_replace(monkeypatch)
     with pytest.raises(OSError, match="No space left"):
         store.write("a", {"id": np.arange(10, 15), "embedding": vectors[10:15]}, spec=SPEC)
-    assert fake.calls >= 1, "the manifest was not replaced through os.replace in featurestore._manifest"
+    assert fake.calls >= 1, "the manifest was not replaced through os.replace in featurestore.storage._manifest"
     assert manifest.read_bytes() == old_bytes
     assert not [p.name for p in fs.path.iterdir() if p.name.startswith(".tmp-")], "temporary manifest left behind"
     assert store.get("a").to_arrow().equals(old_rows)

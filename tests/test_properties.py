@@ -166,11 +166,11 @@ def test_compound_keys_that_join_alike_in_an_embedding_job(store, same_text):
 KILL_POINTS = [
     ("os:replace", "os.path.basename(str(args[0])).startswith('.tmp-') and str(args[0]).endswith('.parquet')"),
     ("os:replace", "str(args[1]).endswith('manifest.json')"),
-    ("featurestore._writer:write_manifest", None),
-    ("featurestore._manifest:fsync_dir", None),
+    ("featurestore.storage._writer:write_manifest", None),
+    ("featurestore.storage._manifest:fsync_dir", None),
     ("pyarrow.parquet:write_table", None),
-    ("featurestore._catalog:define_views", "kwargs.get('persistent') is True"),
-    ("featurestore._writer:Writer.record_errors", None),
+    ("featurestore.query._catalog:define_views", "kwargs.get('persistent') is True"),
+    ("featurestore.storage._writer:Writer.record_errors", None),
 ]
 JOB_OPTIONS = dict(key="id", text="review", encoder="hash:16", name="j", chunk_rows=16, partition_rows=32,
                    progress=False)
@@ -354,7 +354,7 @@ class StoreMachine(RuleBasedStateMachine):
     def _check_j(self, store):
         from featurestore.encoders import get_encoder
 
-        from featurestore import _format as fmt
+        from featurestore.storage import _format as fmt
 
         enc = get_encoder("hash:16")
         if self.j_pending is None:

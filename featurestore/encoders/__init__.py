@@ -15,16 +15,16 @@ encoder imports its library when it first loads a model.
 """
 
 from featurestore.encoders._base import Encoder
-from featurestore.encoders._hash import HashEncoder
-from featurestore.encoders._image_base import ImageEncoder
-from featurestore.encoders._image_io import load_image
-from featurestore.encoders._open_clip import OpenClipEncoder, OpenClipImageEncoder, OpenClipTextEncoder
+from featurestore.encoders.text._hash import HashEncoder
+from featurestore.encoders.image._base import ImageEncoder
+from featurestore.encoders.image._io import load_image
+from featurestore.encoders.image._open_clip import OpenClipEncoder, OpenClipImageEncoder, OpenClipTextEncoder
 from featurestore.encoders._registry import (
     ENTRY_POINT_GROUP, describe_encoders, encoder_from_spec, get_encoder, is_reproducible, list_encoders, register)
-from featurestore.encoders._sentence_transformers import SentenceTransformerEncoder
-from featurestore.encoders._static import GloveEncoder, WordLlamaEncoder
-from featurestore.encoders._tfidf_svd import TfidfSvd
-from featurestore.encoders._torchvision import TorchvisionEncoder
+from featurestore.encoders.text._sentence_transformers import SentenceTransformerEncoder
+from featurestore.encoders.text._static import GloveEncoder, WordLlamaEncoder
+from featurestore.encoders.text._tfidf_svd import TfidfSvd
+from featurestore.encoders.image._torchvision import TorchvisionEncoder
 from featurestore.errors import ImageDecodeError
 
 __all__ = [

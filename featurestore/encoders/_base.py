@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from featurestore._progress import progress_enabled
+from featurestore.utils._progress import progress_enabled
 
 __all__ = ["Encoder"]
 

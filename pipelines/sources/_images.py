@@ -29,8 +29,8 @@ import pyarrow as pa
 
 from featurestore.errors import ValidationError
 
-from ._errors import RESERVED, with_error_columns
-from ._tables import TableSource
+from pipelines.sources._errors import RESERVED, with_error_columns
+from pipelines.sources._tables import TableSource
 
 #: file name endings a folder source takes as images (case-insensitive); a glob takes whatever it matches
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".tga")
@@ -161,7 +161,7 @@ class ImageSource:
         if self._table._table is not None:
             return self._table._table.schema.field(self.image).type
         if self._table.format == "parquet":
-            from ._tables import _parquet_file
+            from pipelines.sources._tables import _parquet_file
 
             return _parquet_file(self._table.paths[0]).schema_arrow.field(self.image).type
         return pa.string()  # JSONL: text, or an error row per value that is not
@@ -181,7 +181,7 @@ class ImageSource:
             for batch in self._file_batches(columns, refs=True):
                 yield with_error_columns(batch)
             return
-        from ._errors import ERROR_KIND, ERROR_MESSAGE
+        from pipelines.sources._errors import ERROR_KIND, ERROR_MESSAGE
 
         paths = self.payload == "path"
         for batch in self._table.batches([*columns, self.image], binary=[], text=self.image):

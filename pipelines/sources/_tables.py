@@ -24,10 +24,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurestore import _format as fmt
+from featurestore.storage import _format as fmt
 from featurestore.errors import ValidationError
 
-from ._errors import INVALID_JSON, NON_STRING, RESERVED, UNDECODABLE, non_string_message, with_error_columns
+from pipelines.sources._errors import INVALID_JSON, NON_STRING, RESERVED, UNDECODABLE, non_string_message, with_error_columns
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl",
            ".ndjson": "jsonl", ".json": "jsonl"}

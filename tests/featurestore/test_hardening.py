@@ -17,7 +17,7 @@ import pytest
 import featurestore
 import pipelines
 from featurestore import CorruptStoreError, InvalidNameError, QueryTimeoutError, ReadOnlyQueryError, ValidationError
-from featurestore import _format
+from featurestore.storage import _format
 
 SPEC = {"encoder": "external:test-model"}
 

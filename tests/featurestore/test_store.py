@@ -13,7 +13,7 @@ import pytest
 
 import featurestore
 from featurestore import FeatureSetNotFoundError, InvalidNameError, SpecMismatchError, ValidationError
-from featurestore._validation import InvalidParameterError
+from featurestore.utils._validation import InvalidParameterError
 
 SPEC = {"encoder": "external:test-model", "metric": "cosine"}
 
@@ -116,7 +116,7 @@ def _bad_cases(vectors):
     return [
         ("nan", {"id": np.arange(4), "embedding": nan}, "NaN or inf in 'embedding': id=2"),
         ("inf", {"id": np.arange(4), "embedding": inf}, "id=1"),
-        ("null key", pa.table({"id": pa.array([1, None, 3]), "embedding": featurestore._format.fixed_size_list(vectors[:3])}),
+        ("null key", pa.table({"id": pa.array([1, None, 3]), "embedding": featurestore.storage._format.fixed_size_list(vectors[:3])}),
          "null value\\(s\\) in key column 'id' at row 1"),
         ("duplicate key", {"id": np.array([1, 2, 2, 3]), "embedding": vectors[:4]}, "appear more than once in this write: id=2"),
         ("wrong dtype", pa.table({"id": [1, 2], "embedding": pa.array([[1, 2], [3, 4]], pa.list_(pa.int64()))}),
@@ -194,9 +194,9 @@ def test_open_refuses_foreign_folders(tmp_path):
 def test_event_time_and_compound_keys(store, vectors):
     ts = pa.array(pd.date_range("2026-01-01", periods=4, freq="D"), pa.timestamp("us"))
     table = pa.table({"user": [1, 1, 2, 2], "item": ["a", "b", "a", "b"],
-                      "embedding": featurestore._format.fixed_size_list(vectors[:4]), "event_time": ts})
+                      "embedding": featurestore.storage._format.fixed_size_list(vectors[:4]), "event_time": ts})
     store.write("pairs", table, key=["user", "item"], spec=SPEC)
-    again = pa.table({"user": [1], "item": ["b"], "embedding": featurestore._format.fixed_size_list(vectors[4:5]),
+    again = pa.table({"user": [1], "item": ["b"], "embedding": featurestore.storage._format.fixed_size_list(vectors[4:5]),
                       "event_time": ts[:1]})
     store.write("pairs", again, key=["user", "item"], spec=SPEC)
     fs = store.get("pairs")

@@ -1,0 +1,1 @@
+"""Operations on stored versions: consistency checks, drop, diff and drift."""

@@ -1,0 +1,1 @@
+"""Reading the store: feature set versions as Arrow or numpy, the DuckDB catalog, fenced SQL, time travel."""

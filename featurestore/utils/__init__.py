@@ -1,0 +1,1 @@
+"""What every layer shares: parameter validation, optional imports, progress, unit-norm vectors, atomic files."""

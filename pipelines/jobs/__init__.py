@@ -1,0 +1,1 @@
+"""Jobs over stored features: train and apply stackers and recommenders, serve new raw rows."""

@@ -1,0 +1,1 @@
+"""Honest evaluation: held-out metrics with intervals, comparisons, leaderboards, learning curves, reports."""

@@ -1,0 +1,1 @@
+"""Recommenders on stored item embeddings: interactions, candidate generators, a LambdaRank stack."""
