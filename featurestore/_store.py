@@ -8,12 +8,15 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featurestore.query._catalog import CATALOG, STALE_MARKER, Broken, reader_connection, write_catalog
 from featurestore.ops._doctor import DoctorReport, doctor as _doctor
-from featurestore.query._featureset import FeatureSet, check_present
-from featurestore.storage._manifest import atomic_write_text, list_versions, models_dir, now, read_manifest, set_dir, sets_dir, version_dir
+from featurestore.query._featureset import FeatureSet
+from featurestore.query._partitions import check_present
+from featurestore.storage._manifest import now, read_manifest
+from featurestore.storage._atomic import atomic_write_text
+from featurestore.storage._layout import FORMAT, MARKER, check_store_format, list_versions, models_dir, set_dir, sets_dir, version_dir
 from featurestore.storage._names import validate_name
 from featurestore.query._sql import Result, check_read_only
 from featurestore.utils._validation import Interval, validate_params
@@ -22,8 +25,9 @@ from featurestore.ops import _diff, _drop
 from featurestore.query import _time_travel
 from featurestore.errors import CorruptStoreError, FeatureSetNotFoundError, FeatureStoreError
 
-MARKER = "featurestore.json"
-FORMAT = 1
+if TYPE_CHECKING:
+    from featurestore.ops._drift import DriftResult
+
 _SQL_CONSTRAINTS: dict[str, list] = {
     "read_only": ["boolean"],
     "timeout": [Interval(numbers.Real, 0, None, closed="neither"), None],
@@ -53,12 +57,7 @@ class Store:
             atomic_write_text(marker, json.dumps({"format": FORMAT, "created_at": now()}) + "\n")
             self._write_catalog()
         else:
-            try:
-                fmt = json.loads(marker.read_text(encoding="utf-8")).get("format")
-            except (OSError, ValueError, AttributeError) as exc:
-                raise CorruptStoreError(f"Unreadable store marker {marker}: {exc}.") from None
-            if fmt != FORMAT:
-                raise FeatureStoreError(f"{self.root} has store format {fmt}; this featurestore reads format {FORMAT}.")
+            check_store_format(self.root)
 
     # -- reading -------------------------------------------------------------------------------------------------
     @property
@@ -228,7 +227,7 @@ class Store:
     # -- statistics and drift (``_stats``, ``_drift``) -------------------------------------------------------------
     def drift(self, a: Any, b: Any = None, *, where_a: str | None = None, where_b: str | None = None,
               max_rows: int = 2000, permutations: int = 1000, seed: int = 0, allow_spec_differences: bool = False,
-              progress: bool | None = None) -> "_drift.DriftResult":
+              progress: bool | None = None) -> "DriftResult":
         """How far apart two groups of vectors are: two versions, two sets of one spec, or two ``where`` slices.
 
         ``a``/``b``: ``"name"``, ``"name@v2"``, ``"name@<ISO time>"`` or a FeatureSet (``b`` defaults to ``a``);

@@ -1,8 +1,10 @@
 """Errors raised by the feature store.
 
-Every error derives from :class:`FeatureStoreError` and from the builtin it resembles, so callers can catch
-either ``FeatureStoreError`` (everything from us) or e.g. ``ValueError`` (bad input). The CLI catches
-``FeatureStoreError`` once, prints the message and exits 1.
+Every error the three packages raise on purpose derives from :class:`FeatureStoreError` and from the builtin it
+resembles, so callers can catch either ``FeatureStoreError`` (everything from us) or e.g. ``ValueError`` (bad input).
+The CLI maps these classes to messages and exit codes (``FeatureStoreError``: 1) and shows a traceback for anything
+else, which is a bug. ``stackers.errors`` adds the learning layer's own (a corrupt saved model, missing label keys).
+A test walks the packages and fails on a ``raise`` of a bare builtin error.
 """
 
 from __future__ import annotations
@@ -24,7 +26,42 @@ class FeatureSetNotFoundError(FeatureStoreError, LookupError):
 
 
 class ValidationError(FeatureStoreError, ValueError):
-    """Rows that cannot be written: wrong dim, NaN/inf, null or duplicate keys, wrong dtype."""
+    """Input that fails a check: rows that cannot be written (wrong dim, NaN/inf, null or duplicate keys, wrong
+    dtype), arrays or tables of the wrong shape, unknown columns or options, values out of range."""
+
+
+class InvalidTypeError(ValidationError, TypeError):
+    """An argument of the wrong type (a ``ValueError`` and a ``TypeError``, as scikit-learn's parameter errors)."""
+
+
+class InvalidParameterError(ValidationError, TypeError):
+    """A parameter has a value outside its constraints (a ValueError and a TypeError, as in scikit-learn)."""
+
+
+class InvalidIndexError(FeatureStoreError, IndexError):
+    """An index or mask that does not fit what it indexes."""
+
+
+class UnknownNameError(FeatureStoreError, KeyError):
+    """A name (a model in a comparison, a block) that is not among the known ones; the message lists them."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr-quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class TargetExistsError(FeatureStoreError, FileExistsError):
+    """A write refused because something that is not ours to replace is already at the target path."""
+
+
+class MissingFileError(FeatureStoreError, FileNotFoundError):
+    """A file the caller named (labels, keys, interactions) that does not exist."""
+
+    def __str__(self) -> str:  # FileNotFoundError would otherwise format (errno, strerror)
+        return str(self.args[0]) if self.args else ""
+
+
+class UsageError(FeatureStoreError, RuntimeError):
+    """A call made out of order (a step used before the one that must come first), or a plug-in breaking its contract."""
 
 
 class SpecMismatchError(FeatureStoreError, ValueError):

@@ -269,7 +269,7 @@ def _replace_part(ctx: Ctx, table: pa.Table, index: int = 0) -> None:
     path = ctx.part(index=index)
     meta = pq.read_schema(path).metadata
     pq.write_table(table.replace_schema_metadata(meta), path)
-    crc = featurestore.storage._manifest.file_crc32(path)
+    crc = featurestore.storage._atomic.file_crc32(path)
 
     def fix(m: dict[str, Any]) -> None:
         m["partitions"][index].update(bytes=path.stat().st_size, crc32=crc, rows=table.num_rows)

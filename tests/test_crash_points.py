@@ -44,12 +44,12 @@ R, OK, NONE = ("running",), ("ok",), (None,)
 POINTS = [
     ("partition-temp-written-before-fsync", "session", "pyarrow.parquet:write_table", 2, "after", None, {"tmp"}, R),
     ("partition-fsynced-before-rename", "session", "os:replace", 2, "before", TMP_PARQUET, {"tmp"}, R),
-    ("partition-renamed-before-dir-fsync", "session", "featurestore.storage._writer:fsync_dir", 2, "before", None,
+    ("partition-renamed-before-dir-fsync", "session", "featurestore.storage._writer:fsync_path", 2, "before", None,
      {"orphan"}, R),
     ("partition-renamed-before-manifest-commit", "session", "featurestore.storage._writer:write_manifest", 2, "before", None,
      {"orphan"}, R),
     ("manifest-temp-written-before-replace", "session", "os:replace", 3, "before", MANIFEST, {"tmp", "orphan"}, R),
-    ("manifest-replaced-before-dir-fsync", "session", "featurestore.storage._manifest:fsync_dir", 3, "before", None, set(), R),
+    ("manifest-replaced-before-dir-fsync", "session", "featurestore.storage._atomic:fsync_path", 3, "before", None, set(), R),
     ("catalog-inside-transaction", "session", "featurestore.query._catalog:define_views", 1, "after", CATALOG_TXN, set(), R),
     ("catalog-update-in-finish", "session", "featurestore.query._catalog:define_views", 2, "before", CATALOG_TXN, set(), OK),
     ("finish-manifest-before-replace", "session", "os:replace", 5, "before", MANIFEST, {"tmp"}, R),
@@ -66,7 +66,7 @@ POINTS = [
     ("update-partition-before-rename", "update", "os:replace", 1, "before", TMP_PARQUET, {"tmp"}, NONE),
     ("update-renamed-before-manifest-commit", "update", "featurestore.storage._writer:write_manifest", 1, "before", None,
      {"orphan"}, NONE),
-    ("update-manifest-replaced-before-dir-fsync", "update", "featurestore.storage._manifest:fsync_dir", 1, "before", None,
+    ("update-manifest-replaced-before-dir-fsync", "update", "featurestore.storage._atomic:fsync_path", 1, "before", None,
      set(), R),
     ("job-3rd-partition-before-rename", "embed", "os:replace", 4, "before", TMP_PARQUET, {"tmp"}, R),  # #1: schema
     ("job-after-5th-partition-commit", "embed", "featurestore.storage._writer:Writer._commit", 5, "after", None, set(), R),

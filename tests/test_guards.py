@@ -29,7 +29,7 @@ import pytest
 from click.testing import CliRunner
 
 import featurestore
-import featurestore.storage._manifest as manifest_module
+import featurestore.storage._atomic as manifest_module  # manifests are replaced through its atomic_write_text
 import pipelines
 from featurestore import FeatureSetNotFoundError, FeatureStoreError, ReadOnlyQueryError
 from featurestore.encoders import HashEncoder, get_encoder, list_encoders, register
@@ -295,7 +295,7 @@ def test_a_failed_manifest_replace_leaves_the_old_manifest_and_rows(store, vecto
     fake = _fail_manifest_replace(monkeypatch)
     with pytest.raises(OSError, match="No space left"):
         store.write("a", {"id": np.arange(10, 15), "embedding": vectors[10:15]}, spec=SPEC)
-    assert fake.calls >= 1, "the manifest was not replaced through os.replace in featurestore.storage._manifest"
+    assert fake.calls >= 1, "the manifest was not replaced through os.replace in featurestore.storage._atomic"
     assert manifest.read_bytes() == old_bytes
     assert not [p.name for p in fs.path.iterdir() if p.name.startswith(".tmp-")], "temporary manifest left behind"
     assert store.get("a").to_arrow().equals(old_rows)

@@ -167,7 +167,7 @@ KILL_POINTS = [
     ("os:replace", "os.path.basename(str(args[0])).startswith('.tmp-') and str(args[0]).endswith('.parquet')"),
     ("os:replace", "str(args[1]).endswith('manifest.json')"),
     ("featurestore.storage._writer:write_manifest", None),
-    ("featurestore.storage._manifest:fsync_dir", None),
+    ("featurestore.storage._atomic:fsync_path", None),
     ("pyarrow.parquet:write_table", None),
     ("featurestore.query._catalog:define_views", "kwargs.get('persistent') is True"),
     ("featurestore.storage._writer:Writer.record_errors", None),

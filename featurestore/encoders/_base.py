@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from featurestore.utils._progress import progress_enabled
+from featurestore.errors import InvalidTypeError, ValidationError
 
 __all__ = ["Encoder"]
 
@@ -34,6 +35,8 @@ TEXT_OPTIONS = (
     "backend",
     "allow_download",
 )
+#: the options that change how an encoder runs, never what it computes (what serving may set: the rest is the spec's)
+RUN_OPTIONS = ("device", "batch_size", "max_batch_tokens", "precision", "backend", "allow_download")
 
 
 class Encoder(abc.ABC):
@@ -122,19 +125,19 @@ def check_texts(texts: str | Sequence[str] | Iterable[str], *, chunk: int | None
     if isinstance(texts, str):
         return [texts]
     if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
-        raise TypeError(f"Expected a str or a sequence of str, got {type(texts).__name__}")
+        raise InvalidTypeError(f"Expected a str or a sequence of str, got {type(texts).__name__}")
     items = texts if isinstance(texts, list) else list(texts)
     for i, text in enumerate(items):
         if not isinstance(text, str):
             where = f"index {i}" if chunk is None else f"index {i} of chunk {chunk}"
-            raise TypeError(f"Text at {where} is {type(text).__name__}, not str: {text!r:.60}")
+            raise InvalidTypeError(f"Text at {where} is {type(text).__name__}, not str: {text!r:.60}")
     return items
 
 
 def check_choice(owner: str, param: str, value: Any, choices: Sequence[Any]) -> None:
     """Raise the project's standard ValueError when ``value`` is not one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"The {param!r} parameter of {owner} must be one of {list(choices)}. Got {value!r} instead.")
+        raise ValidationError(f"The {param!r} parameter of {owner} must be one of {list(choices)}. Got {value!r} instead.")
 
 
 def check_positive_int(owner: str, param: str, value: Any, *, allow_none: bool = True) -> None:
@@ -143,12 +146,6 @@ def check_positive_int(owner: str, param: str, value: Any, *, allow_none: bool =
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         expected = "a positive int or None" if allow_none else "a positive int"
-        raise ValueError(f"The {param!r} parameter of {owner} must be {expected}. Got {value!r} instead.")
+        raise ValidationError(f"The {param!r} parameter of {owner} must be {expected}. Got {value!r} instead.")
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Row-wise unit length in place, as torch's F.normalize (eps 1e-12): zero rows stay zero."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    np.maximum(norms, 1e-12, out=norms)
-    x /= norms
-    return x

@@ -11,6 +11,9 @@ installed package costs nothing until used; one that fails to load is an error n
 ``describe_encoders()`` lists every key, built in or from an entry point, with its modality and whether it can run
 here offline (``featurestore encoders ls``).
 
+A key may also name a factory (:class:`EncoderFactory`, registered with :func:`register_factory`): a function that
+picks the encoder class from the options, as ``open_clip`` does for its image and text towers under one name.
+
 Fitted encoders (``tfidf-svd``) keep their state in a store: ``get_encoder`` and ``encoder_from_spec`` take the
 ``store`` and hand it to the encoders whose ``options`` list ``"store"``; the others never see it.
 """
@@ -20,15 +23,53 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Mapping
 from importlib import metadata
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from featurestore.encoders._base import Encoder
-from featurestore.errors import EncoderNotAvailableError, FeatureStoreError, SpecMismatchError, UnknownEncoderError
+from featurestore.errors import (
+    EncoderNotAvailableError,
+    FeatureStoreError,
+    InvalidTypeError,
+    SpecMismatchError,
+    UnknownEncoderError,
+    ValidationError,
+)
 
-__all__ = ["register", "get_encoder", "list_encoders", "encoder_from_spec", "is_reproducible", "describe_encoders",
-           "ENTRY_POINT_GROUP"]
+__all__ = ["register", "register_factory", "EncoderFactory", "get_encoder", "list_encoders", "encoder_from_spec",
+           "is_reproducible", "describe_encoders", "ENTRY_POINT_GROUP"]
 
-_ENCODERS: dict[str, type[Encoder]] = {}
+
+@dataclass(frozen=True)
+class EncoderFactory:
+    """A registry entry that builds one of several encoder classes for a name (e.g. the image or the text tower).
+
+    It answers what the registry asks of an ``Encoder`` class (``options``, ``modality``/``modalities``,
+    ``availability()``, ``options_from_spec()``) and is called as a class would be: ``factory(model, **options)``.
+    """
+
+    build: Callable[..., Encoder]
+    options: tuple[str, ...]
+    modalities: tuple[str, ...]
+    availability: Callable[[], tuple[bool, str]] | None = None
+    spec_options: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    key: str = field(default="", compare=False)
+
+    @property
+    def modality(self) -> str:
+        return self.modalities[0]
+
+    @property
+    def __name__(self) -> str:  # noqa: PLW3201 - read like a class's in messages
+        return getattr(self.build, "__name__", "factory")
+
+    def options_from_spec(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self.spec_options(spec)) if self.spec_options is not None else {}
+
+    def __call__(self, model: str, **options: Any) -> Encoder:
+        return self.build(model, **options)
+
+_ENCODERS: dict[str, type[Encoder] | EncoderFactory] = {}
 #: the entry-point group outside packages register encoders in
 ENTRY_POINT_GROUP = "featurestore.encoders"
 #: key -> the distribution whose entry point registered it (built-ins are absent)
@@ -40,14 +81,32 @@ E = TypeVar("E", bound=type[Encoder])
 def register(key: str) -> Callable[[E], E]:
     """Class decorator: make an ``Encoder`` subclass available as ``"<key>:<model>"``."""
     if not isinstance(key, str) or not key or ":" in key:
-        raise ValueError(f"An encoder registry key must be a non-empty str without ':'. Got {key!r} instead.")
+        raise ValidationError(f"An encoder registry key must be a non-empty str without ':'. Got {key!r} instead.")
 
     def decorator(cls: E) -> E:
         if key in _ENCODERS and _ENCODERS[key] is not cls:
-            raise ValueError(f"An encoder is already registered as {key!r}: {_ENCODERS[key].__name__}")
+            raise ValidationError(f"An encoder is already registered as {key!r}: {_ENCODERS[key].__name__}")
         cls.key = key
         _ENCODERS[key] = cls
         return cls
+
+    return decorator
+
+
+def register_factory(key: str, *, options: tuple[str, ...], modalities: tuple[str, ...],
+                     availability: Callable[[], tuple[bool, str]] | None = None,
+                     options_from_spec: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+                     ) -> Callable[[Callable[..., Encoder]], EncoderFactory]:
+    """Function decorator: make ``build(model, **options) -> Encoder`` available as ``"<key>:<model>"``."""
+    if not isinstance(key, str) or not key or ":" in key:
+        raise ValidationError(f"An encoder registry key must be a non-empty str without ':'. Got {key!r} instead.")
+
+    def decorator(build: Callable[..., Encoder]) -> EncoderFactory:
+        factory = EncoderFactory(build, tuple(options), tuple(modalities), availability, options_from_spec, key)
+        if key in _ENCODERS and _ENCODERS[key] != factory:
+            raise ValidationError(f"An encoder is already registered as {key!r}: {_ENCODERS[key].__name__}")
+        _ENCODERS[key] = factory
+        return factory
 
     return decorator
 
@@ -70,7 +129,7 @@ def _distribution(ep: metadata.EntryPoint) -> str:
     return f"{dist.name} {dist.version}" if dist is not None else f"the package of {ep.value!r}"
 
 
-def _lookup(key: str) -> type[Encoder] | None:
+def _lookup(key: str) -> type[Encoder] | EncoderFactory | None:
     """The class registered as ``key``, loading an outside package's entry point the first time it is asked for."""
     cls = _ENCODERS.get(key)
     if cls is not None:
@@ -84,10 +143,13 @@ def _lookup(key: str) -> type[Encoder] | None:
     except Exception as exc:  # noqa: BLE001 - any failure of outside code is reported the same way
         raise EncoderNotAvailableError(f"The encoder {key!r} comes from the entry point {ep.name} = {ep.value} of "
                                        f"{where}, which failed to load: {type(exc).__name__}: {exc}") from exc
-    if not (isinstance(obj, type) and issubclass(obj, Encoder)):
+    if isinstance(obj, EncoderFactory):
+        if _ENCODERS.get(key) != obj:
+            _ENCODERS[key] = obj
+    elif not (isinstance(obj, type) and issubclass(obj, Encoder)):
         raise EncoderNotAvailableError(f"The entry point {ep.name} = {ep.value} of {where} is a "
-                                       f"{type(obj).__name__}, not an Encoder subclass.")
-    if _ENCODERS.get(key) is not obj:  # importing its module may already have run @register(key)
+                                       f"{type(obj).__name__}, not an Encoder subclass or an EncoderFactory.")
+    elif _ENCODERS.get(key) is not obj:  # importing its module may already have run @register(key)
         register(key)(obj)
     _FROM_ENTRY_POINT[key] = where
     return obj
@@ -138,7 +200,7 @@ def get_encoder(name: str, *, store: Any = None, **options: Any) -> Encoder:
     the encoder does not take. Building is cheap: models load on first use.
     """
     if not isinstance(name, str):
-        raise TypeError(f"An encoder name must be a str like 'hash:64'. Got {type(name).__name__} instead.")
+        raise InvalidTypeError(f"An encoder name must be a str like 'hash:64'. Got {type(name).__name__} instead.")
     key, sep, model = name.partition(":")
     if _lookup(key) is None:
         raise UnknownEncoderError(
@@ -148,7 +210,7 @@ def get_encoder(name: str, *, store: Any = None, **options: Any) -> Encoder:
     cls = _ENCODERS[key]
     unknown = sorted(set(options) - set(cls.options))
     if unknown:
-        raise ValueError(
+        raise ValidationError(
             f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for the {key!r} "
             f"encoder. Valid options: {', '.join(map(repr, cls.options))}."
         )
@@ -166,7 +228,7 @@ def encoder_from_spec(spec: Mapping[str, Any], *, store: Any = None, **options: 
     """
     name = spec.get("encoder")
     if not isinstance(name, str):
-        raise ValueError(f"The spec has no 'encoder' name: {dict(spec)!r}")
+        raise ValidationError(f"The spec has no 'encoder' name: {dict(spec)!r}")
     key = name.partition(":")[0]
     cls = _lookup(key)
     if cls is None:

@@ -1,7 +1,7 @@
 """Drift between two groups of stored vectors: two versions, two sets of one spec, or two ``where`` slices.
 
 Each side is read as its view shows it (newest row per key, as ``FeatureSet.to_numpy``), optionally narrowed by a
-SQL ``where`` predicate that runs in the store's read-only SQL and selects keys (``_search.where_rows``, the rule
+SQL ``where`` predicate that runs in the store's read-only SQL and selects keys (``_queries.where_rows``, the rule
 ``store.search`` applies too).
 
 What is reported, all numpy:
@@ -30,7 +30,8 @@ import numpy as np
 from featurestore.query._featureset import FeatureSet
 from featurestore.storage._format import EMBEDDING, to_matrix
 from featurestore.utils._progress import progress_enabled, rich_progress
-from featurestore.search._search import Matrix, where_rows
+from featurestore.search._matrix import Matrix
+from featurestore.search._queries import where_rows
 from featurestore.query._time_travel import resolve_ref
 from featurestore.utils._validation import InstanceOf, Interval, validate_params
 from featurestore.errors import SpecMismatchError, ValidationError
@@ -120,7 +121,7 @@ class DriftResult:
 
 def side_vectors(store: "Store", fs: FeatureSet, where: str | None) -> np.ndarray:
     """The vectors of ``fs`` (one per key, as its view shows them), narrowed to the rows ``where`` selects (the same
-    predicate rule as ``store.search(..., where=...)``: ``_search.where_rows``)."""
+    predicate rule as ``store.search(..., where=...)``: ``_queries.where_rows``)."""
     table = fs.to_arrow([EMBEDDING])
     vectors = to_matrix(table.column(EMBEDDING), fs.dim)
     if where is None:

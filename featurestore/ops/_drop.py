@@ -13,13 +13,12 @@ The set's folder itself stays, holding only its lock file: a writer already wait
 holding a lock on a file a newer writer no longer sees. Version numbers are not reserved: dropping the latest version
 and then writing with ``version="new"`` reuses its number (saved models record the spec they were trained on).
 
-Models: ``stackers`` lies above this layer, so its saved models are read here only as JSON: every
-``models/<name>/manifest.json`` whose ``sources`` name the set (and the version) blocks the drop unless ``force``.
+Models: every saved model whose use record (``_uses``: what each saver writes into ``models/<name>/manifest.json``)
+names the set (and the version) blocks the drop unless ``force``.
 """
 
 from __future__ import annotations
 
-import json
 import numbers
 import uuid
 from pathlib import Path
@@ -27,7 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from featurestore.storage import _leftovers
 from featurestore.storage._lock import feature_set_lock
-from featurestore.storage._manifest import MANIFEST, fsync_dir, list_versions, models_dir, read_manifest, set_dir, version_dir
+from featurestore.storage._manifest import read_manifest
+from featurestore.storage._atomic import fsync_path
+from featurestore.storage._uses import models_using
+from featurestore.storage._layout import list_versions, set_dir, version_dir
 from featurestore.storage._names import validate_name
 from featurestore.utils._validation import Interval, validate_params
 from featurestore.errors import FeatureSetNotFoundError, FeatureStoreError
@@ -35,37 +37,11 @@ from featurestore.errors import FeatureSetNotFoundError, FeatureStoreError
 if TYPE_CHECKING:
     from featurestore._store import Store
 
-_MAX_MODEL_MANIFEST = 64 * 2**20  # larger files are not model manifests (stackers refuses them too)
 _CONSTRAINTS: dict[str, list] = {
     "version": [Interval(numbers.Integral, 1, None, closed="left"), None],
     "force": ["boolean"],
     "lock_timeout": [Interval(numbers.Real, 0, None, closed="left")],
 }
-
-
-def models_using(root: Path, name: str, version: int | None = None) -> dict[str, int | None]:
-    """Saved models whose manifest lists feature set ``name`` (at ``version``, when given): model -> its version.
-
-    A manifest that cannot be read is skipped: it is not a model that loads, so it uses nothing.
-    """
-    folder = models_dir(root)
-    found: dict[str, int | None] = {}
-    for manifest in sorted(folder.glob(f"*/{MANIFEST}")) if folder.is_dir() else []:
-        if manifest.parent.name.startswith("."):  # a save in progress or its old copy (stackers' own leftovers)
-            continue
-        try:
-            if manifest.stat().st_size > _MAX_MODEL_MANIFEST:
-                continue
-            sources = json.loads(manifest.read_text(encoding="utf-8")).get("sources") or {}
-        except (OSError, ValueError, AttributeError):
-            continue
-        src = sources.get(name) if isinstance(sources, dict) else None
-        if not isinstance(src, dict):
-            continue
-        used = src.get("version")
-        if version is None or used == version:
-            found[manifest.parent.name] = used
-    return found
 
 
 def _targets(root: Path, name: str, version: int | None) -> list[int]:
@@ -115,7 +91,7 @@ def drop(store: "Store", name: str, version: int | None = None, *, force: bool =
             target = sdir / _leftovers.dropped_name(v, token)
             vdir.rename(target)
             moved.append(target)
-        fsync_dir(sdir)
+        fsync_path(sdir)
         store._write_catalog()
         _leftovers.remove(moved)
         remaining = list_versions(sdir)

@@ -30,7 +30,7 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _sql_str(s: str) -> str:
+def sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
@@ -55,7 +55,7 @@ def _paths(version_dir: Path, files: list[str], base: Path | None) -> list[str]:
 
 
 def _file_list(paths: list[str]) -> str:
-    return "[" + ", ".join(_sql_str(f) for f in paths) + "]"
+    return "[" + ", ".join(sql_str(f) for f in paths) + "]"
 
 
 # Which row of a key is the row: the newest commit's (``_newest``, shared with the Python readers).
@@ -71,7 +71,7 @@ def _select_sql(version_dir: Path, m: Manifest, base: Path | None = None) -> str
     if not m.has_updates:
         return f"SELECT {projection} FROM read_parquet({_file_list(paths)})"
     return (
-        f"SELECT {projection} FROM read_parquet({_file_list(paths)}, filename = {_sql_str(_FILE_COLUMN)}) "
+        f"SELECT {projection} FROM read_parquet({_file_list(paths)}, filename = {sql_str(_FILE_COLUMN)}) "
         + newest_per_key_sql([quote_ident(k) for k in m.key], quote_ident(_FILE_COLUMN))
     )
 
@@ -92,7 +92,7 @@ def errors_sql(version_dir: Path, m: Manifest, base: Path | None = None) -> str:
     err_files = [p.file for p in m.errors]
     err_paths = _paths(version_dir, err_files, base)
     rows = error_rows_sql(f"read_parquet({_file_list(err_paths)}, union_by_name = true, "
-                          f"filename = {_sql_str(_FILE_COLUMN)})")
+                          f"filename = {sql_str(_FILE_COLUMN)})")
     # Rows whose key could not be read (a broken source line) have null keys: each keeps its own kind and message.
     unkeyed = " AND ".join(f"{k} IS NULL" for k in keys)
     errors = (
@@ -106,7 +106,7 @@ def errors_sql(version_dir: Path, m: Manifest, base: Path | None = None) -> str:
     row_files = [p.file for p in m.partitions]
     row_paths = _paths(version_dir, row_files, base)
     committed = (f"SELECT {', '.join(keys)}, {_COMMIT} AS __seq FROM "
-                 f"read_parquet({_file_list(row_paths)}, filename = {_sql_str(_FILE_COLUMN)})")
+                 f"read_parquet({_file_list(row_paths)}, filename = {sql_str(_FILE_COLUMN)})")
     same_key = " AND ".join(f"r.{k} = e.{k}" for k in keys)
     return f"{select} WHERE NOT EXISTS (SELECT 1 FROM ({committed}) r WHERE {same_key} AND r.__seq > e.__seq)"
 
@@ -163,7 +163,7 @@ def define_views(con: Any, entries: list[tuple[Path, Manifest, bool]], *, persis
     original's files); None writes absolute paths (the private in-memory readers, built fresh for each query).
     """
     for name, version, latest, message in broken:  # querying it says what is wrong, instead of "does not exist"
-        sql = f"SELECT error({_sql_str(message)}) AS broken"
+        sql = f"SELECT error({sql_str(message)}) AS broken"
         con.execute(f"CREATE OR REPLACE VIEW {quote_ident(version_view(name, version))} AS {sql}")
         if latest:
             con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {sql}")
@@ -194,11 +194,11 @@ def fence(con: Any, root: Path, *, memory_limit: str | None = None, lock: bool =
     through ``file_search_path``).
     """
     root = root.resolve()
-    con.execute(f"SET temp_directory = {_sql_str(str(root / TEMP_DIR))}")
+    con.execute(f"SET temp_directory = {sql_str(str(root / TEMP_DIR))}")
     if memory_limit is not None:
-        con.execute(f"SET memory_limit = {_sql_str(str(memory_limit))}")
+        con.execute(f"SET memory_limit = {sql_str(str(memory_limit))}")
     allowed = [str(root) + "/"] + (["sets/"] if relative else [])
-    con.execute(f"SET allowed_directories = [{', '.join(_sql_str(a) for a in allowed)}]")
+    con.execute(f"SET allowed_directories = [{', '.join(sql_str(a) for a in allowed)}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
@@ -246,7 +246,7 @@ def write_catalog(root: Path, entries: list[tuple[Path, Manifest, bool]], *, tim
                 time.sleep(0.2)
         try:
             # Relative paths resolve against the store root here; other clients set the same search path.
-            con.execute(f"SET file_search_path = {_sql_str(str(root.resolve()))}")
+            con.execute(f"SET file_search_path = {sql_str(str(root.resolve()))}")
             fence(con, root, lock=False, relative=True)
             con.execute("BEGIN TRANSACTION")
             wanted = view_names(entries, broken)

@@ -24,9 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.query._catalog import Broken, _select_sql, quote_ident
-from featurestore.query._featureset import read_partition
+from featurestore.query._partitions import read_partition
 from featurestore.storage._format import EMBEDDING, EVENT_TIME, key_tokens
-from featurestore.storage._manifest import SCHEMA_FILE, Manifest, list_versions, read_manifest, set_dir, version_dir
+from featurestore.storage._manifest import SCHEMA_FILE, Manifest, read_manifest
+from featurestore.storage._layout import list_versions, set_dir, version_dir
 from featurestore.storage._newest import commit_number
 from featurestore.errors import FeatureSetNotFoundError, FeatureStoreError, ValidationError
 

@@ -30,12 +30,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from featurestore.query._featureset import FeatureSet
-from featurestore.storage._manifest import atomic_write_text, fsync_dir, now
+from featurestore.storage._manifest import now
+from featurestore.storage._atomic import atomic_write_text, fsync_path
 from featurestore.utils._optional import import_optional, library_version
 from featurestore.utils._progress import progress_enabled, rich_progress
 from featurestore.errors import CorruptStoreError
 
-from featurestore.search._search import Matrix, unit_rows, exact_scores, fingerprint, order_hits, remove_stale, top_candidates
+from featurestore.search._matrix import Matrix, fingerprint, remove_stale
+from featurestore.search._scoring import exact_scores, order_hits, top_candidates
+from featurestore.utils._vectors import unit_rows
 
 if TYPE_CHECKING:
     from featurestore._store import Store
@@ -115,7 +118,7 @@ def build_index(store: "Store", fs: FeatureSet, matrix: Matrix, metric: str, *, 
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, index_path)
-        fsync_dir(index_path.parent)
+        fsync_path(index_path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

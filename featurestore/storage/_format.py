@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurestore.errors import ValidationError
+from featurestore.errors import InvalidTypeError, ValidationError
 
 EMBEDDING = "embedding"
 CONTENT_HASH = "content_hash"
@@ -26,7 +26,7 @@ SPEC_METADATA_KEY = b"featurestore.spec"
 SET_METADATA_KEY = b"featurestore.set"
 PROVENANCE_METADATA_KEY = b"featurestore.provenance"
 DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
-_EXAMPLES = 5
+MAX_EXAMPLES = 5
 
 
 def to_table(data: Any, *, embedding: str = EMBEDDING,
@@ -55,7 +55,7 @@ def to_table(data: Any, *, embedding: str = EMBEDDING,
     elif hasattr(data, "__arrow_c_stream__") or hasattr(data, "__arrow_c_array__"):
         table = pa.table(data)
     else:
-        raise TypeError(
+        raise InvalidTypeError(
             f"Cannot convert {type(data).__name__} to an Arrow table: pass a pyarrow Table or RecordBatch, a pandas "
             "or polars DataFrame, an object with __arrow_c_stream__, or a dict of columns with a 2-D numpy "
             "'embedding'."
@@ -138,16 +138,16 @@ def describe_keys(table: pa.Table, key: Sequence[str], rows: np.ndarray) -> str:
     """``id=5, id=9 (and 3 more)``: the rows named by their keys, for error messages."""
     rows = np.asarray(rows)
     shown = []
-    for i in rows[:_EXAMPLES].tolist():
+    for i in rows[:MAX_EXAMPLES].tolist():
         parts = [f"{k}={table.column(k)[i].as_py()!r}" for k in key]
         shown.append(", ".join(parts) if len(parts) == 1 else "(" + ", ".join(parts) + ")")
-    more = f" (and {len(rows) - _EXAMPLES} more)" if len(rows) > _EXAMPLES else ""
+    more = f" (and {len(rows) - MAX_EXAMPLES} more)" if len(rows) > MAX_EXAMPLES else ""
     return "; ".join(shown) + more
 
 
 def _row_numbers(rows: np.ndarray) -> str:
-    shown = ", ".join(str(i) for i in rows[:_EXAMPLES].tolist())
-    more = f" (and {len(rows) - _EXAMPLES} more)" if len(rows) > _EXAMPLES else ""
+    shown = ", ".join(str(i) for i in rows[:MAX_EXAMPLES].tolist())
+    more = f" (and {len(rows) - MAX_EXAMPLES} more)" if len(rows) > MAX_EXAMPLES else ""
     return f"row {shown}{more}" if len(rows) == 1 else f"rows {shown}{more}"
 
 

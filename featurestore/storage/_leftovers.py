@@ -14,7 +14,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featurestore.storage._manifest import MANIFEST, SCHEMA_FILE, Manifest, is_version_folder, read_manifest
+from featurestore.storage._manifest import SCHEMA_FILE, Manifest, read_manifest
+from featurestore.storage._layout import MANIFEST, is_version_folder
 from featurestore.errors import CorruptStoreError
 
 

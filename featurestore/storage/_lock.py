@@ -11,7 +11,7 @@ from pathlib import Path
 
 import filelock
 
-from featurestore.storage._manifest import LOCK_FILE, set_dir
+from featurestore.storage._layout import LOCK_FILE, set_dir
 from featurestore.errors import FeatureStoreError, LockTimeoutError
 
 

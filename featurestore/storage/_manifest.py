@@ -1,29 +1,25 @@
 """Manifests: the truth about a feature set version (its spec and committed partitions), replaced atomically.
 
-This module also owns the folder layout they live in (``sets/<name>/v<k>/``): every path to a set or a version is
-built by :func:`set_dir` / :func:`version_dir` here.
+The folder layout they live in (``sets/<name>/v<k>/``) is ``_layout``'s.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
-import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from featurestore.storage._names import NAME_PATTERN
-from featurestore.errors import CorruptStoreError
+from featurestore.errors import CorruptStoreError, ValidationError
+from featurestore.storage._atomic import atomic_write_text
+from featurestore.storage._layout import MANIFEST, VERSION_DIR
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 SCHEMA_FILE = "schema.parquet"  # an empty table with the version's schema: views read it so a version with no rows still has columns
-_VERSION_DIR = re.compile(r"^v(\d+)$")
 # Files a manifest may name: plain names inside its own version folder, never a path.
 PARTITION_FILE = re.compile(r"^(part|errors)-[A-Za-z0-9_.-]{1,120}\.parquet$")
 MAX_DIM = 1 << 16
@@ -85,14 +81,14 @@ class Manifest:
         :class:`ValueError` naming the field, never passed on.
         """
         if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+            raise ValidationError(f"expected a JSON object, got {type(data).__name__}")
         data = dict(data)
         unknown = sorted(set(data) - _FIELDS)
         if unknown:
-            raise ValueError(f"unknown field(s) {unknown}")
+            raise ValidationError(f"unknown field(s) {unknown}")
         missing = sorted(k for k in ("name", "version", "key", "dim", "dtype", "spec", "columns") if k not in data)
         if missing:
-            raise ValueError(f"missing field(s) {missing}")
+            raise ValidationError(f"missing field(s) {missing}")
         _check(isinstance(data["name"], str) and NAME_PATTERN.match(data["name"]), "name", data["name"], "a feature set name")
         _check(_is_int(data["version"], 1, 10**9), "version", data["version"], "an int >= 1")
         key = data["key"]
@@ -136,7 +132,7 @@ class Manifest:
                                 for i, p in enumerate(items)]
         seen = [p.file for p in data["partitions"] + data["errors"]]
         if len(seen) != len(set(seen)):
-            raise ValueError("a partition file is listed twice")
+            raise ValidationError("a partition file is listed twice")
         return cls(**data)
 
 
@@ -150,7 +146,7 @@ def _is_int(value: Any, lo: int, hi: int) -> bool:
 def _check(ok: Any, field_name: str, value: Any, expected: str) -> None:
     if not ok:
         shown = repr(value)
-        raise ValueError(f"field {field_name!r} must be {expected}; got {shown[:80]}{'...' if len(shown) > 80 else ''}")
+        raise ValidationError(f"field {field_name!r} must be {expected}; got {shown[:80]}{'...' if len(shown) > 80 else ''}")
 
 
 def _partition(p: Any, where: str, *, dim: int, vectors: bool) -> Partition:
@@ -201,7 +197,7 @@ def read_manifest(version_dir: Path) -> Manifest:
             f"Unreadable manifest {path}: {exc}.\n  Help: run `featurestore doctor` for the whole store; restore the "
             "file from a backup, or remove the version folder to drop that version."
         ) from None
-    where = _VERSION_DIR.match(version_dir.name)
+    where = VERSION_DIR.match(version_dir.name)
     if m.name != version_dir.parent.name or where is None or int(where.group(1)) != m.version:
         raise CorruptStoreError(
             f"Manifest {path} says it is {m.name!r} v{m.version} but lies in {version_dir.parent.name}/{version_dir.name}."
@@ -212,85 +208,3 @@ def read_manifest(version_dir: Path) -> Manifest:
 def write_manifest(version_dir: Path, manifest: Manifest) -> None:
     """Write to a temporary file, fsync, then rename over the old manifest: readers see the old or the new, whole."""
     atomic_write_text(version_dir / MANIFEST, manifest.to_json())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def file_crc32(path: Path, block_bytes: int = 1 << 18) -> int:
-    """CRC32 of a file, read into one reused buffer.
-
-    ``f.read(n)`` allocates ``n`` bytes before it knows the file is shorter: with a 8 MB ``n`` every partition's
-    checksum briefly held 8 MB, which a job's memory samples caught at random (and a flat-memory test with them).
-    """
-    crc = 0
-    buffer = bytearray(block_bytes)
-    view = memoryview(buffer)
-    with open(path, "rb") as f:
-        while n := f.readinto(buffer):
-            crc = zlib.crc32(view[:n], crc)
-    return crc
-
-
-# -- the on-disk layout: sets/<name>/v<k>/ -------------------------------------------------------------------------
-SETS = "sets"
-MODELS = "models"
-ENCODERS = "encoders"
-LOCK_FILE = ".lock"  # in a feature set's folder: held by its one writer (and by ``doctor --clean``)
-
-
-def sets_dir(root: Path) -> Path:
-    """Where every feature set lives: ``<root>/sets``."""
-    return root / SETS
-
-
-def models_dir(root: Path) -> Path:
-    """Where saved stackers live: ``<root>/models``."""
-    return root / MODELS
-
-
-def encoders_dir(root: Path) -> Path:
-    """Where fitted encoders keep their state: ``<root>/encoders/<kind>/<sha256>/``."""
-    return Path(root) / ENCODERS
-
-
-def set_dir(root: Path, name: str) -> Path:
-    """Where a feature set's versions live: ``<root>/sets/<name>``."""
-    return sets_dir(root) / name
-
-
-def version_dir(root: Path, name: str, version: int) -> Path:
-    """Where one version's manifest and partitions live: ``<root>/sets/<name>/v<version>``."""
-    return set_dir(root, name) / f"v{int(version)}"
-
-
-def is_version_folder(path: Path) -> bool:
-    """A folder named like a version (``v<k>``), with or without a manifest yet."""
-    return _VERSION_DIR.match(path.name) is not None and path.is_dir()
-
-
-def list_versions(set_dir: Path) -> list[int]:
-    """Committed versions of a feature set: folders ``v<k>`` that hold a manifest."""
-    if not set_dir.is_dir():
-        return []
-    return sorted(int(child.name[1:]) for child in set_dir.iterdir()
-                  if _VERSION_DIR.match(child.name) and (child / MANIFEST).is_file())

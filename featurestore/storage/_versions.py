@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.storage._format import DTYPES
-from featurestore.storage._manifest import Manifest, list_versions, read_manifest, set_dir, version_dir
+from featurestore.storage._manifest import Manifest, read_manifest
+from featurestore.storage._layout import list_versions, set_dir, version_dir
 from featurestore.utils._validation import Interval, StrOptions
 from featurestore.errors import SpecMismatchError, ValidationError
 

@@ -27,9 +27,11 @@ import pyarrow.parquet as pq
 from featurestore.storage import _format as fmt
 from featurestore.storage import _leftovers, _runs
 from featurestore.storage._error_rows import error_table
-from featurestore.query._featureset import read_latest
+from featurestore.query._partitions import read_latest
 from featurestore.storage._lock import feature_set_lock
-from featurestore.storage._manifest import MANIFEST, SCHEMA_FILE, Manifest, Partition, file_crc32, fsync_dir, now, set_dir, write_manifest
+from featurestore.storage._manifest import SCHEMA_FILE, Manifest, Partition, now, write_manifest
+from featurestore.storage._atomic import file_crc32, fsync_path
+from featurestore.storage._layout import MANIFEST, set_dir
 from featurestore.storage._newest import partition_file
 from featurestore.storage._stats import column_stats
 from featurestore.utils._validation import Interval, validate_params
@@ -66,7 +68,7 @@ def write_parquet(table: pa.Table, path: Path) -> int:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
     return checksum
 
 

@@ -12,7 +12,7 @@ import importlib
 from importlib import metadata
 from types import ModuleType
 
-from featurestore.errors import MissingDependencyError
+from featurestore.errors import MissingDependencyError, ValidationError
 
 # extra -> what it is for; the hint is ``pip install 'featurestore[<extra>]'``
 EXTRAS = {
@@ -31,7 +31,7 @@ EXTRAS = {
 def install_hint(extra: str) -> str:
     """``pip install 'featurestore[extra]'``: the one spelling of every install hint."""
     if extra not in EXTRAS:
-        raise ValueError(f"Unknown extra {extra!r}; known: {sorted(EXTRAS)}")
+        raise ValidationError(f"Unknown extra {extra!r}; known: {sorted(EXTRAS)}")
     return f"pip install 'featurestore[{extra}]'"
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from featurestore.errors import InvalidParameterError, ValidationError
+
 __all__ = [
     "InvalidParameterError",
     "Constraint",
@@ -28,10 +30,6 @@ __all__ = [
     "DistinctNames",
     "validate_params",
 ]
-
-
-class InvalidParameterError(ValueError, TypeError):
-    """A parameter has a value outside its constraints (a ValueError and a TypeError, as in scikit-learn)."""
 
 
 class Constraint:
@@ -174,7 +172,7 @@ def _make_constraint(spec: Any) -> Constraint:
         return _Boolean()
     if spec == "random_state":
         return _RandomState()
-    raise ValueError(f"Unknown constraint {spec!r}")
+    raise ValidationError(f"Unknown constraint {spec!r}")
 
 
 def _describe(constraints: list[Constraint]) -> str:

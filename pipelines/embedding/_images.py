@@ -116,7 +116,7 @@ def parse_stage(value: Any) -> str | None:
     if value is None or (isinstance(value, str) and value.strip().lower() == MODEL_OUTPUT):
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"A stage of an image model is a module name such as 'features.6', or {MODEL_OUTPUT!r} "
+        raise ValidationError(f"A stage of an image model is a module name such as 'features.6', or {MODEL_OUTPUT!r} "
                          f"(the model's own output). Got {value!r} instead.")
     return value.strip()
 

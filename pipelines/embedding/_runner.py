@@ -21,11 +21,12 @@ from typing import Any
 import pyarrow as pa
 
 import featurestore
+from featurestore.encoders import TEXT_OPTIONS
 from featurestore.storage import _format as fmt
 from featurestore.storage._error_rows import COLUMNS as ERROR_COLUMNS, REASON
 from featurestore.storage._names import validate_name
 from featurestore.utils._progress import ProgressCallback, progress_enabled, rich_progress
-from featurestore.errors import ValidationError
+from featurestore.errors import InvalidTypeError, ValidationError
 
 from pipelines.embedding._screen import Screen
 from pipelines.embedding._sinks import Sink, Sinks
@@ -33,8 +34,7 @@ from pipelines.embedding._source_keys import SourceKeys
 from pipelines.sources import TableSource, open_source
 from pipelines.sources._errors import RESERVED
 
-ENCODER_OPTIONS = ("device", "batch_size", "max_batch_tokens", "max_seq_length", "normalize", "layer", "pooling", "dtype", "backend",
-                   "precision", "allow_download")
+ENCODER_OPTIONS = TEXT_OPTIONS  # what a text job passes on to its encoder (the encoders' own list, one home)
 
 
 @dataclass
@@ -139,14 +139,14 @@ def embed_layers(store: featurestore.Store | str | os.PathLike[str], source: Any
 def check_layers(caller: str, encoder: Any, options: dict[str, Any], layers: Sequence[Any], example: str) -> list[Any]:
     """The layers (or stages) of a one-pass job as a list: named encoder, no ``layer=`` beside, none repeated."""
     if "layer" in options:
-        raise ValueError(f"{caller}() takes the layers as `layers=[...]`, not `layer=`.")
+        raise ValidationError(f"{caller}() takes the layers as `layers=[...]`, not `layer=`.")
     if not isinstance(encoder, str):
-        raise TypeError(f"{caller}() needs an encoder name such as {example!r}, got {type(encoder).__name__}.")
+        raise InvalidTypeError(f"{caller}() needs an encoder name such as {example!r}, got {type(encoder).__name__}.")
     layers = list(layers)
     if not layers:
-        raise ValueError(f"{caller}() needs at least one layer.")
+        raise ValidationError(f"{caller}() needs at least one layer.")
     if len(set(layers)) != len(layers):
-        raise ValueError(f"Repeated layer in {layers}: each layer is one feature set.")
+        raise ValidationError(f"Repeated layer in {layers}: each layer is one feature set.")
     return layers
 
 
@@ -169,18 +169,18 @@ def parse_layer(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().lower() == MODEL_OUTPUT:
         return None
     if isinstance(value, bool):
-        raise ValueError(f"A layer is an int or {MODEL_OUTPUT!r} (the model's own output). Got {value!r} instead.")
+        raise ValidationError(f"A layer is an int or {MODEL_OUTPUT!r} (the model's own output). Got {value!r} instead.")
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"A layer is an int or {MODEL_OUTPUT!r} (the model's own output). Got {value!r} "
+        raise ValidationError(f"A layer is an int or {MODEL_OUTPUT!r} (the model's own output). Got {value!r} "
                          "instead.") from None
 
 
 def _check_options(encoder_options: dict[str, Any]) -> None:
     unknown = sorted(set(encoder_options) - set(ENCODER_OPTIONS))
     if unknown:
-        raise ValueError(f"Unknown option(s) {unknown} for embed(). Valid encoder options: {list(ENCODER_OPTIONS)}")
+        raise ValidationError(f"Unknown option(s) {unknown} for embed(). Valid encoder options: {list(ENCODER_OPTIONS)}")
 
 
 def _build_encoder(encoder: str | Any, options: dict[str, Any], store: Any) -> Any:
@@ -190,7 +190,7 @@ def _build_encoder(encoder: str | Any, options: dict[str, Any], store: Any) -> A
     if isinstance(encoder, str):  # a fitted encoder ("tfidf-svd:<id>") reads its state from the store
         return get_encoder(encoder, store=store, **options)
     if options:
-        raise ValueError(f"Encoder option(s) {sorted(options)} given with a {type(encoder).__name__} object: options "
+        raise ValidationError(f"Encoder option(s) {sorted(options)} given with a {type(encoder).__name__} object: options "
                          "apply only when the encoder is given by name; configure the Encoder object instead.")
     return encoder
 
@@ -257,7 +257,7 @@ def check_job(store: featurestore.Store | str | os.PathLike[str], targets: list[
     for n in names:
         validate_name(n)
     if len(set(names)) != len(names):
-        raise ValueError(f"Two targets write the same feature set: {names}")
+        raise ValidationError(f"Two targets write the same feature set: {names}")
     keys = [key] if isinstance(key, str) else list(key)
     for role, column in payload.items():
         if column in keys:

@@ -17,6 +17,7 @@ from featurestore.storage import _format as fmt
 
 from pipelines.embedding._screen import hash_column, need_column
 from pipelines.embedding._source_keys import Committed
+from featurestore.errors import UsageError
 
 
 class Sink:
@@ -41,7 +42,7 @@ class Sink:
         """The committed content hash of each row of ``table`` (None where its key is not held), as an object array;
         None when the version holds nothing. ``rows``: the rows' numbers in the source, needed once attached."""
         if not self.indexed:
-            raise RuntimeError("Sink.held needs the job's key index: call attach() first (see run_indexed).")
+            raise UsageError("Sink.held needs the job's key index: call attach() first (see run_indexed).")
         if self.committed is None or rows is None or not len(rows):
             return None if self.committed is None else np.full(table.num_rows, None, dtype=object)
         return self.committed.hashes(int(rows[0]), int(rows[-1]) + 1)[rows - rows[0]]
@@ -65,7 +66,7 @@ class Sinks:
         """An encoded chunk (screened rows, see ``_screen.Screen``) with one block of vectors per sink."""
         for i, (sink, block) in enumerate(zip(self.sinks, vectors)):
             if block.shape[0] != chunk.num_rows:
-                raise RuntimeError(f"The encoder returned {block.shape[0]} vectors for {chunk.num_rows} texts.")
+                raise UsageError(f"The encoder returned {block.shape[0]} vectors for {chunk.num_rows} texts.")
             need = chunk.column(need_column(i)).to_numpy(zero_copy_only=False)
             part = chunk.select(self.keys).append_column(fmt.CONTENT_HASH, chunk.column(hash_column(i)))
             part = part.append_column(fmt.EMBEDDING, fmt.fixed_size_list(block))

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.storage import _format as fmt
-from featurestore.query._catalog import _sql_str, quote_ident
+from featurestore.query._catalog import sql_str, quote_ident
 from featurestore.storage._newest import newest_per_key_sql
 from featurestore.errors import ValidationError
 
@@ -52,7 +52,7 @@ class SourceKeys:
         self._dir = scratch_dir("keys")  # a killed job's folder is removed by the next job (``_scratch``)
         self._con = duckdb.connect(str(self._dir / "keys.duckdb"))
         self._con.execute(f"SET memory_limit = '{MEMORY_LIMITS_MB[0]}MB'")
-        self._con.execute(f"SET temp_directory = {_sql_str(str(self._dir / 'spill'))}")
+        self._con.execute(f"SET temp_directory = {sql_str(str(self._dir / 'spill'))}")
         self._con.execute("SET preserve_insertion_order = false")
         self._con.execute("SET threads = 1")  # each thread has its own buffers: one keeps the peak low
         self._con.execute("SET enable_progress_bar = false")  # it prints on stdout, into `--json` output
@@ -106,7 +106,7 @@ class SourceKeys:
                     where = np.flatnonzero(table.column(k).is_null().to_numpy(zero_copy_only=False))
                     if len(where):
                         nulls[k][0] += len(where)
-                        nulls[k][1] = (nulls[k][1] + (where + checked).tolist())[:fmt._EXAMPLES]
+                        nulls[k][1] = (nulls[k][1] + (where + checked).tolist())[:fmt.MAX_EXAMPLES]
                 self.rows += batch.num_rows
                 checked += table.num_rows
                 yield from indexed.to_batches()
@@ -138,7 +138,7 @@ class SourceKeys:
         not_null = " AND ".join(f"{quote_ident(k)} IS NOT NULL" for k in self.keys)
         found = self._spilling(lambda: self._con.sql(
             f"SELECT {cols}, count(*) OVER () AS _n FROM src WHERE {not_null} GROUP BY {cols} "
-            f"HAVING count(*) > 1 ORDER BY min({ROW}) LIMIT {fmt._EXAMPLES}").to_arrow_table())
+            f"HAVING count(*) > 1 ORDER BY min({ROW}) LIMIT {fmt.MAX_EXAMPLES}").to_arrow_table())
         if not found.num_rows:
             return
         total = found.column("_n")[0].as_py()
@@ -159,7 +159,7 @@ class SourceKeys:
         for k in self.keys:
             if not _same_kind(str(self._types.get(k)), m.columns.get(k, "")):
                 return None
-        files = ", ".join(_sql_str(str(writer.version_dir / p.file)) for p in m.partitions)
+        files = ", ".join(sql_str(str(writer.version_dir / p.file)) for p in m.partitions)
         cols = ", ".join(quote_ident(k) for k in self.keys)
         newest = newest_per_key_sql([quote_ident(k) for k in self.keys], "filename") if m.has_updates else ""
         on = " AND ".join(f"s.{quote_ident(k)} = c.{quote_ident(k)}" for k in self.keys)

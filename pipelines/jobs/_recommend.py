@@ -24,7 +24,7 @@ import pyarrow as pa
 import featurestore
 from featurestore.storage._names import validate_name
 from featurestore.utils._optional import import_optional
-from featurestore.errors import ModelNotFoundError
+from featurestore.errors import MissingFileError, ModelNotFoundError, TargetExistsError, ValidationError
 
 MINILM = "sentence-transformers:all-MiniLM-L6-v2"
 STATIC_ENCODER = "wordllama:l2_supercat"
@@ -40,7 +40,7 @@ def read_interactions(source: Any, *, user: str = "user", item: str = "item", ti
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
-            raise FileNotFoundError(f"No interactions file at {str(path)!r}.")
+            raise MissingFileError(f"No interactions file at {str(path)!r}.")
         df = pd.read_csv(path) if path.suffix.lower() in (".csv", ".tsv") else pd.read_parquet(path)
     else:
         df = source
@@ -104,12 +104,12 @@ def train_recommender(store: featurestore.Store, interactions, *, name: str, set
     validate_name(name, "model")
     path = store.models_dir / name
     if path.exists() and not force:
-        raise FileExistsError(f"A model named {name!r} exists in {store.root}; pass force=True (--force) to replace it.")
+        raise TargetExistsError(f"A model named {name!r} exists in {store.root}; pass force=True (--force) to replace it.")
     for s in sets:
         store.get(s)  # fail before any work on a set name that is not there
     train, test = interactions.split(split, cut=cut)
     if len(test) == 0:
-        raise ValueError(f"The {split!r} split left no held-out events; nothing to evaluate on.")
+        raise ValidationError(f"The {split!r} split left no held-out events; nothing to evaluate on.")
     written = None
     if svd_set is not None:
         written = write_collaborative_set(store, train, svd_set, seed=seed)
@@ -149,7 +149,7 @@ def recommend_for_user(store: featurestore.Store, name: str, user: Any, *, k: in
         try:
             user = int(user)
         except ValueError:
-            raise ValueError(f"User {user!r} is not a number; the model's users are numbers like "
+            raise ValidationError(f"User {user!r} is not a number; the model's users are numbers like "
                              f"{users[:3].tolist()}.") from None
     if not np.isin(np.asarray([user]), users)[0]:
         import warnings

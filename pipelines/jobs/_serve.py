@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import featurestore
+from featurestore.encoders import RUN_OPTIONS
 from featurestore.storage import _format as fmt
 from featurestore.errors import EncoderNotAvailableError, FeatureSetNotFoundError, SpecMismatchError, ValidationError
 
@@ -40,8 +41,6 @@ from pipelines.sources import TableSource, open_source
 
 __all__ = ["predict", "NotRecomputableWarning"]
 
-#: encoder options a serving run may set: how the encoder runs, never what it computes (that is the spec's)
-RUN_OPTIONS = ("device", "batch_size", "max_batch_tokens", "precision", "backend", "allow_download")
 PREDICTION, ERROR, PROBA = "prediction", "error", "proba_"
 DEFAULT_TEXT = "text"
 
@@ -117,7 +116,7 @@ def serve(model: Any, store: featurestore.Store | str | os.PathLike[str], source
     texts = _text_columns(model, text)
     unknown = sorted(set(encoder_options) - set(RUN_OPTIONS))
     if unknown:
-        raise ValueError(f"Unknown option(s) {unknown} for predict(). Valid encoder options: {list(RUN_OPTIONS)}; "
+        raise ValidationError(f"Unknown option(s) {unknown} for predict(). Valid encoder options: {list(RUN_OPTIONS)}; "
                          "what an encoder computes (layer, pooling, dtype...) comes from each feature set's spec.")
     extra = [c for c in dict.fromkeys(columns) if c not in keys]
     _check_output_names(model, extra)
@@ -193,7 +192,7 @@ def _load_model(model: Any, store: featurestore.Store) -> Any:
         model = stackers.load(Path(model))
     check_is_fitted(model)
     if not getattr(model, "sources_", None):
-        raise ValueError("This model has no recorded feature sets: fit it on a TrainingSet from stackers.join to "
+        raise ValidationError("This model has no recorded feature sets: fit it on a TrainingSet from stackers.join to "
                          "predict from a store.")
     return model
 
@@ -201,7 +200,7 @@ def _load_model(model: Any, store: featurestore.Store) -> Any:
 def _model_key(model: Any, key: str | Sequence[str] | None) -> list[str]:
     keys = list(model.key_)
     if key is not None and ([key] if isinstance(key, str) else list(key)) != keys:
-        raise ValueError(f"The model is keyed by {keys}, so the source must be too; got key={key!r}. "
+        raise ValidationError(f"The model is keyed by {keys}, so the source must be too; got key={key!r}. "
                          "Help: rename the source's key column(s).")
     return keys
 
@@ -211,7 +210,7 @@ def _text_columns(model: Any, text: str | Mapping[str, str] | None) -> dict[str,
         return dict.fromkeys(model.sources_, text or DEFAULT_TEXT)
     unknown = sorted(set(text) - set(model.sources_))
     if unknown:
-        raise ValueError(f"text names feature set(s) {unknown} the model does not use. "
+        raise ValidationError(f"text names feature set(s) {unknown} the model does not use. "
                          f"Its sets: {list(model.sources_)}.")
     return {name: text.get(name, DEFAULT_TEXT) for name in model.sources_}
 
@@ -220,7 +219,7 @@ def _check_output_names(model: Any, extra: list[str]) -> None:
     ours = {PREDICTION, ERROR, *(f"{PROBA}{c}" for c in model.classes_)}
     clash = [c for c in extra if c in ours]
     if clash:
-        raise ValueError(f"Source column(s) {clash} would clash with the output's own columns ({PREDICTION!r}, "
+        raise ValidationError(f"Source column(s) {clash} would clash with the output's own columns ({PREDICTION!r}, "
                          f"{ERROR!r}, {PROBA}<class>). Help: leave them out of columns=.")
 
 

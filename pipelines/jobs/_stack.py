@@ -23,7 +23,7 @@ import featurestore
 from featurestore.storage._format import to_table
 from featurestore.utils._progress import progress_enabled, rich_progress
 from featurestore.storage._names import validate_name
-from featurestore.errors import ModelNotFoundError
+from featurestore.errors import ModelNotFoundError, TargetExistsError, ValidationError
 
 from pipelines.jobs._serve import NotRecomputableWarning, Served, serve, why_not_recomputable
 
@@ -71,7 +71,7 @@ def train_stack(store: featurestore.Store, sets: Sequence[str], labels: Any, *, 
     validate_name(name, "model")
     existing = store.models_dir / name
     if not force and (existing.exists() or existing.is_symlink()):
-        raise FileExistsError(f"A model named {name!r} already exists in {store.root}; pass force=True "
+        raise TargetExistsError(f"A model named {name!r} already exists in {store.root}; pass force=True "
                               "(`--force`) to replace it, or choose another name.")
     steps = 5 if write_oof else 4
     with rich_progress(f"stack train {name}", steps, enabled=progress_enabled(progress), unit="steps") as done:
@@ -134,7 +134,7 @@ def predict_stack(store: featurestore.Store, name: str, keys: Any = None, *, sou
 
     if source is not None:
         if keys is not None:
-            raise ValueError("Pass keys (stored rows) or source (new rows), not both.")
+            raise ValidationError("Pass keys (stored rows) or source (new rows), not both.")
         return serve_stack(store, name, source, key=key, text=text, output=output, progress=progress).table
     model = stackers.load(find_model(store, name))
     table = stackers.predict_from_store(model, store, keys)
@@ -190,7 +190,7 @@ def report_stack(store: featurestore.Store, name: str, *, labels: Any = None,
         else:  # trained before the held-out rows were saved: cut the split again from the labels, as training did
             labels = labels if labels is not None else split["labels"]
             if labels == "<table>":
-                raise ValueError(f"{model_dir} was trained on an in-memory table and has no {HELDOUT}: pass labels.")
+                raise ValidationError(f"{model_dir} was trained on an in-memory table and has no {HELDOUT}: pass labels.")
             data = stackers.join(store, sets, labels=labels, groups=split["groups"], **common)
             _, test = data.split(test_size=split["test_size"], random_state=split["seed"])
         done(1)
@@ -234,7 +234,7 @@ def _rows_for_keys(data, keys, labels: Any):
     missing = [k for k in wanted if k not in position]
     if missing:
         where = repr(str(labels)) if isinstance(labels, (str, Path)) else "the labels"
-        raise ValueError(f"{len(missing)} of the {len(wanted)} held-out keys have no row in {where} (joined with "
+        raise ValidationError(f"{len(missing)} of the {len(wanted)} held-out keys have no row in {where} (joined with "
                          f"the model's feature sets), e.g. {missing[:3]}; the report scores exactly the held-out rows.")
     return data.subset(np.array([position[k] for k in wanted], dtype=np.int64))
 

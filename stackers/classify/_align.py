@@ -26,6 +26,7 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from featurestore.utils._validation import Interval, StrOptions, validate_params
+from featurestore.errors import ValidationError
 
 __all__ = ["Whitening", "CORAL", "ALIGNERS"]
 
@@ -116,16 +117,16 @@ class CORAL(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def fit(self, X, y=None, *, target=None) -> "CORAL":
         validate_params(self.get_params(deep=False), self._parameter_constraints, type(self).__name__)
         if target is None:
-            raise ValueError(
+            raise ValidationError(
                 "CORAL.fit needs the target domain's rows: fit(X, target=T), where T holds unlabelled rows of the "
                 "domain the model will predict for, with the same features as X."
             )
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
         T = check_array(target, dtype=np.float64, input_name="target")
         if T.shape[0] < 2:
-            raise ValueError(f"CORAL needs at least 2 target rows to estimate their covariance; got {T.shape[0]}.")
+            raise ValidationError(f"CORAL needs at least 2 target rows to estimate their covariance; got {T.shape[0]}.")
         if T.shape[1] != X.shape[1]:
-            raise ValueError(
+            raise ValidationError(
                 f"The target rows have {T.shape[1]} features, but X has {X.shape[1]}; CORAL recolours X to the "
                 "covariance of target rows of the same features."
             )

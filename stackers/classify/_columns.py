@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
+from featurestore.errors import ValidationError
 
 __all__ = ["ColumnEncoder"]
 
@@ -62,12 +63,12 @@ class ColumnEncoder:
             return
         names = [c.name for c in self.columns]
         if df is None:
-            raise ValueError(f"This model was trained with table columns {names}; pass them (a TrainingSet's columns).")
+            raise ValidationError(f"This model was trained with table columns {names}; pass them (a TrainingSet's columns).")
         absent = [n for n in names if n not in df.columns]
         if absent:
-            raise ValueError(f"Missing table column(s) {absent}; the model was trained with {names}.")
+            raise ValidationError(f"Missing table column(s) {absent}; the model was trained with {names}.")
         if len(df) != n_rows:
-            raise ValueError(f"The table columns have {len(df)} rows but the blocks have {n_rows}.")
+            raise ValidationError(f"The table columns have {len(df)} rows but the blocks have {n_rows}.")
 
     def numeric(self, df: pd.DataFrame | None, *, impute: bool) -> np.ndarray:
         cols = [c for c in self.columns if c.kind == "numeric"]

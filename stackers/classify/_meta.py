@@ -27,6 +27,7 @@ from featurestore.utils._optional import import_optional
 
 from stackers.classify._columns import ColumnEncoder
 from stackers.classify._probes import LogisticProbe, expand_to_classes
+from featurestore.errors import ValidationError
 
 __all__ = ["LogisticMeta", "LightGBMMeta", "PassthroughMeta", "SklearnMeta", "make_meta", "META_KINDS"]
 
@@ -253,7 +254,7 @@ class PassthroughMeta(_MetaLearner):
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         expected = 1 if self.n_classes_ == 2 else self.n_classes_
         if len(self.columns) != expected:
-            raise ValueError(f"PassthroughMeta needs {expected} probability column(s); got {len(self.columns)}.")
+            raise ValidationError(f"PassthroughMeta needs {expected} probability column(s); got {len(self.columns)}.")
 
     def predict_proba(self, F: np.ndarray, df: pd.DataFrame | None) -> np.ndarray:
         p = np.clip(self._design(F, df), 0.0, 1.0)
@@ -307,7 +308,7 @@ class SklearnMeta(LogisticMeta):
         return np.log(p[:, 1]) - np.log(p[:, 0]) if self.n_classes_ == 2 else np.log(p)
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        raise ValueError(
+        raise ValidationError(
             f"This model's meta learner is a custom estimator ({self.estimator!r}); it cannot be saved without "
             "pickle. Use meta='auto', 'logistic', 'lightgbm' or 'best' for a model you want to save."
         )
@@ -331,4 +332,4 @@ def make_meta(kind: Any, *, seed: int, proba_columns: tuple[int, ...] = (), clas
     if kind == "best":
         columns, block = passthrough if passthrough is not None else ((), "")
         return PassthroughMeta(columns, block)
-    raise ValueError(f"Unknown meta learner {kind!r}; expected one of {META_KINDS}.")
+    raise ValidationError(f"Unknown meta learner {kind!r}; expected one of {META_KINDS}.")

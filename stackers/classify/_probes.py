@@ -32,6 +32,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import ThreadpoolController
 
 from featurestore.utils._validation import Constraint, InstanceOf, Interval, StrOptions, validate_params
+from featurestore.utils._vectors import unit_rows
+from featurestore.errors import ValidationError
 
 __all__ = ["LogisticProbe", "LogisticProbeCV", "CentroidSimilarity", "KNeighborsVotes", "expand_to_classes",
            "tune_logistic",
@@ -146,11 +148,6 @@ def _scaled(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return ((X - mean) / scale).astype(X.dtype, copy=False)
 
 
-def _l2_normalize(X: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norms, np.finfo(np.float64).tiny)
-
-
 class CentroidSimilarity(TransformerMixin, BaseEstimator):
     """Cosine similarity of each row to each class centroid (mean of unit-normalised rows).
 
@@ -162,16 +159,16 @@ class CentroidSimilarity(TransformerMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
         self.classes_, y_enc = np.unique(y, return_inverse=True)
-        Xn = _l2_normalize(X)
+        Xn = unit_rows(X, copy=True)
         sums = np.zeros((len(self.classes_), X.shape[1]))
         np.add.at(sums, y_enc, Xn)
-        self.centroids_ = _l2_normalize(sums)
+        self.centroids_ = unit_rows(sums, copy=True)
         return self
 
     def transform(self, X) -> np.ndarray:
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        return _l2_normalize(X) @ self.centroids_.T
+        return unit_rows(X, copy=True) @ self.centroids_.T
 
 
 def expand_to_classes(scores, classes, n_classes: int) -> np.ndarray:
@@ -264,9 +261,9 @@ def tune_logistic(X: np.ndarray, y: np.ndarray, fold_ids: np.ndarray, *,
     (``scores`` then holds the first fold's scouting losses, marked ``"fold": 0``).
     """
     if scoring not in _SCORINGS:
-        raise ValueError(f"scoring must be one of {_SCORINGS}. Got {scoring!r} instead.")
+        raise ValidationError(f"scoring must be one of {_SCORINGS}. Got {scoring!r} instead.")
     if select_on not in ("all_folds", "first_fold"):
-        raise ValueError(f"select_on must be 'all_folds' or 'first_fold'. Got {select_on!r} instead.")
+        raise ValidationError(f"select_on must be 'all_folds' or 'first_fold'. Got {select_on!r} instead.")
     n_classes = int(y.max()) + 1 if n_classes is None else n_classes
     paths: dict[tuple[bool, Any], list[float]] = {}
     for point in grid:
@@ -421,7 +418,7 @@ class LogisticProbeCV(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_, y_enc = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 classes in y; got {list(self.classes_)}.")
+            raise ValidationError(f"{type(self).__name__} needs at least 2 classes in y; got {list(self.classes_)}.")
         fold_ids = stratified_folds(y_enc, groups, self.cv, self.random_state)
         weights = (None, "balanced") if self.class_weight == "auto" else (self.class_weight,)
         tuned = tune_logistic(X, y_enc, fold_ids, grid=self.grid, class_weights=weights, scoring=self.scoring,
@@ -490,13 +487,13 @@ class KNeighborsVotes(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y) -> "KNeighborsVotes":
         X, y_enc = _fit_inputs(self, X, y)
-        self.X_ = _l2_normalize(X).astype(np.float32)
+        self.X_ = unit_rows(X, copy=True).astype(np.float32)
         self.y_ = y_enc.astype(np.int64)
         return self
 
     def transform(self, X) -> np.ndarray:
         check_is_fitted(self)
-        X = _l2_normalize(validate_data(self, X, dtype=np.float64, reset=False)).astype(np.float32)
+        X = unit_rows(validate_data(self, X, dtype=np.float64, reset=False), copy=True).astype(np.float32)
         k = min(int(self.n_neighbors), len(self.y_))
         out = np.zeros((len(X), len(self.classes_)))
         for start in range(0, len(X), self._BLOCK_ROWS):

@@ -43,6 +43,7 @@ from stackers.classify._probes import (
     tune_logistic,
 )
 from featurestore.utils._validation import CVSplitter, HasMethods, Interval, StrOptions, SubsetOf, validate_params
+from featurestore.errors import ValidationError
 
 __all__ = ["StackingClassifier"]
 
@@ -153,9 +154,9 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             blocks, is_array = {_ARRAY_BLOCK: X}, True
         if not is_array:
             if y is None:
-                raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
+                raise ValidationError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
             if not blocks:
-                raise ValueError("Pass at least one block of features.")
+                raise ValidationError("Pass at least one block of features.")
             blocks = {
                 str(n): check_array(b, dtype=[np.float64, np.float32], input_name=f"block {n!r}")
                 for n, b in blocks.items()
@@ -179,17 +180,17 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             blocks, columns = dict(X), None
         else:
             if len(self.blocks_) > 1:
-                raise ValueError(self._named_blocks_message(X))
+                raise ValidationError(self._named_blocks_message(X))
             X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
             return {next(iter(self.blocks_)): X}, None
         absent = [n for n in self.blocks_ if n not in blocks]
         if absent:
-            raise ValueError(f"Missing block(s) {absent}; this model was fitted on blocks {list(self.blocks_)}.")
+            raise ValidationError(f"Missing block(s) {absent}; this model was fitted on blocks {list(self.blocks_)}.")
         out = {}
         for name, dim in self.blocks_.items():
             b = check_array(blocks[name], dtype=[np.float64, np.float32], input_name=f"block {name!r}")
             if b.shape[1] != dim:
-                raise ValueError(
+                raise ValidationError(
                     f"Block {name!r} has {b.shape[1]} features, but {type(self).__name__} is expecting {dim} "
                     "features as input."
                 )
@@ -222,10 +223,10 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         fold_ids = np.full(n, -1, dtype=np.int64)
         for i, (_, val) in enumerate(splitter.split(np.zeros((n, 1)), y_enc, groups)):
             if np.any(fold_ids[val] >= 0):
-                raise ValueError("The cv splitter validates some rows more than once; it must partition the rows.")
+                raise ValidationError("The cv splitter validates some rows more than once; it must partition the rows.")
             fold_ids[val] = i
         if np.any(fold_ids < 0):
-            raise ValueError(
+            raise ValidationError(
                 f"The cv splitter never validates {int((fold_ids < 0).sum())} rows; out-of-fold predictions need "
                 "every row in exactly one validation fold (a partition, e.g. KFold, not TimeSeriesSplit)."
             )
@@ -275,7 +276,7 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_, y_enc = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(
+            raise ValidationError(
                 f"{type(self).__name__} needs at least 2 classes in y; got 1 class ({self.classes_[0]!r})."
             )
         self.blocks_ = {name: int(b.shape[1]) for name, b in blocks.items()}
@@ -328,11 +329,11 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.aligners_ = {}
         if self.align is None:
             if target is not None:
-                raise ValueError(f"target= (unlabelled rows of the target domain) is only used with align='whiten' "
+                raise ValidationError(f"target= (unlabelled rows of the target domain) is only used with align='whiten' "
                                  f"or align='coral'; this {type(self).__name__} has align=None.")
             return blocks
         if target is None and self.align == "coral":
-            raise ValueError(
+            raise ValidationError(
                 f"align='coral' recolours the training rows to the target domain's covariance, so fit needs that "
                 f"domain's unlabelled rows: fit(X, y, target=T), T holding the blocks {list(self.blocks_)}."
             )
@@ -354,21 +355,21 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             target = target.blocks
         elif not _is_block_dict(target):
             if len(self.blocks_) > 1:
-                raise ValueError(f"target must name its blocks like X: a dict or a TrainingSet with the blocks "
+                raise ValidationError(f"target must name its blocks like X: a dict or a TrainingSet with the blocks "
                                  f"{list(self.blocks_)}; got a plain {type(target).__name__}.")
             target = {next(iter(self.blocks_)): target}
         absent = [n for n in self.blocks_ if n not in target]
         if absent:
-            raise ValueError(f"target lacks block(s) {absent}; align={self.align!r} needs unlabelled target rows of "
+            raise ValidationError(f"target lacks block(s) {absent}; align={self.align!r} needs unlabelled target rows of "
                              f"every block {list(self.blocks_)}.")
         out = {}
         for name, dim in self.blocks_.items():
             T = check_array(target[name], dtype=[np.float64, np.float32], input_name=f"target block {name!r}")
             if T.shape[0] < 2:
-                raise ValueError(f"target block {name!r} has {T.shape[0]} row; align={self.align!r} needs at least 2 "
+                raise ValidationError(f"target block {name!r} has {T.shape[0]} row; align={self.align!r} needs at least 2 "
                                  "to estimate the target domain's covariance.")
             if T.shape[1] != dim:
-                raise ValueError(f"target block {name!r} has {T.shape[1]} features, but the training block has {dim}.")
+                raise ValidationError(f"target block {name!r} has {T.shape[1]} features, but the training block has {dim}.")
             out[name] = T
         return out
 

@@ -20,6 +20,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from featurestore.utils._validation import Constraint, InstanceOf, Interval, validate_params
+from featurestore.utils._vectors import unit_rows
+from featurestore.errors import ValidationError
 
 __all__ = ["ZeroShotClassifier", "DEFAULT_TEMPLATES"]
 
@@ -47,11 +49,6 @@ class _TextEncoder(Constraint):
 
     def __str__(self) -> str:
         return "an encoder id (str, e.g. 'open_clip:ViT-B-32/laion2b_s34b_b79k') or an object with encode(texts)"
-
-
-def _unit(X: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norms, np.finfo(np.float64).tiny)
 
 
 class ZeroShotClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
@@ -93,14 +90,14 @@ class ZeroShotClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         an ``open_clip`` encoder); refused, with the reason, for a set of any other encoder."""
         spec = store.get(name, version).manifest.spec
         if spec.get("library") != "open_clip" or spec.get("modality", "image") != "image":
-            raise ValueError(f"Feature set {name!r} holds {spec.get('modality', '?')} vectors of encoder "
+            raise ValidationError(f"Feature set {name!r} holds {spec.get('modality', '?')} vectors of encoder "
                              f"{spec.get('encoder')!r}; zero-shot needs the image vectors of an open_clip model, whose "
                              "text tower embeds the class prompts.")
         from featurestore.encoders import get_encoder
 
         text = get_encoder(spec["encoder"], modality="text")
         if text.spec().get("space") != spec.get("space"):
-            raise ValueError(f"The text tower of {spec['encoder']!r} here is not the model that wrote {name!r} "
+            raise ValidationError(f"The text tower of {spec['encoder']!r} here is not the model that wrote {name!r} "
                              f"(space {text.spec().get('space')!r} vs {spec.get('space')!r}): other weights.")
         return cls(text_encoder=text, **params)
 
@@ -121,17 +118,17 @@ class ZeroShotClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         flat = [p for prompts in self.prompts_ for p in prompts]
         vectors = np.asarray(self._encoder().encode(flat), dtype=np.float64)
         if vectors.shape != (len(flat), X.shape[1]):
-            raise ValueError(f"The text tower gives vectors of shape {vectors.shape[1:]} but X has {X.shape[1]} "
+            raise ValidationError(f"The text tower gives vectors of shape {vectors.shape[1:]} but X has {X.shape[1]} "
                              "features: X must be image vectors of the same CLIP model.")
-        per_class = _unit(vectors).reshape(len(self.classes_), len(self.templates), -1).mean(axis=1)
-        self.class_embeddings_ = _unit(per_class)
+        per_class = unit_rows(np.asarray(vectors, dtype=np.float64), copy=True).reshape(len(self.classes_), len(self.templates), -1).mean(axis=1)
+        self.class_embeddings_ = unit_rows(per_class, copy=True)
         return self
 
     def decision_function(self, X) -> np.ndarray:
         """``logit_scale`` x cosine of each row to each class (columns in ``classes_`` order)."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        return self.logit_scale * (_unit(np.asarray(X, dtype=np.float64)) @ self.class_embeddings_.T)
+        return self.logit_scale * (unit_rows(np.asarray(X, dtype=np.float64), copy=True) @ self.class_embeddings_.T)
 
     def predict_proba(self, X) -> np.ndarray:
         return softmax(self.decision_function(X), axis=1)

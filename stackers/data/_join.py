@@ -25,6 +25,8 @@ from featurestore.query._time_travel import parse_as_of, read_history
 from featurestore.utils._validation import Interval, StrOptions, validate_params
 
 from featurestore.utils._validation import DistinctNames
+from stackers.errors import MissingKeysError
+from featurestore.errors import InvalidIndexError, InvalidTypeError, MissingFileError, ValidationError
 
 __all__ = ["TrainingSet", "MissingKeysWarning", "MissingKeysError", "join", "read_labels"]
 
@@ -41,10 +43,6 @@ _SPLIT_CONSTRAINTS = {
 
 class MissingKeysWarning(UserWarning):
     """Some label keys have no row in a feature set; they were dropped from the join."""
-
-
-class MissingKeysError(LookupError):
-    """Some label keys have no row in a feature set and the join was asked not to drop them (how="error")."""
 
 
 @dataclass
@@ -65,18 +63,18 @@ class TrainingSet:
 
     def __post_init__(self) -> None:
         if not isinstance(self.blocks, dict) or not self.blocks:
-            raise ValueError("A TrainingSet needs at least one block: a dict of name -> (n_rows, dim) array.")
+            raise ValidationError("A TrainingSet needs at least one block: a dict of name -> (n_rows, dim) array.")
         blocks = {}
         for name, block in self.blocks.items():
             block = np.asarray(block)
             if block.ndim != 2:
-                raise ValueError(f"Block {name!r} must be 2-D (n_rows, dim); got shape {block.shape}.")
+                raise ValidationError(f"Block {name!r} must be 2-D (n_rows, dim); got shape {block.shape}.")
             blocks[str(name)] = block
         self.blocks = blocks
         n = self.n_rows
         for name, block in blocks.items():
             if block.shape[0] != n:
-                raise ValueError(f"Block {name!r} has {block.shape[0]} rows but the first block has {n}.")
+                raise ValidationError(f"Block {name!r} has {block.shape[0]} rows but the first block has {n}.")
         if self.y is not None:
             self.y = np.asarray(self.y)
         if self.groups is not None:
@@ -92,7 +90,7 @@ class TrainingSet:
                 self.keys = to_table(pd.DataFrame(self.keys))
         for what, value in (("y", self.y), ("groups", self.groups), ("columns", self.columns), ("keys", self.keys)):
             if value is not None and len(value) != n:
-                raise ValueError(f"TrainingSet.{what} has {len(value)} rows but the blocks have {n}.")
+                raise ValidationError(f"TrainingSet.{what} has {len(value)} rows but the blocks have {n}.")
 
     # -- shape -----------------------------------------------------------------------------------------------
     @property
@@ -120,7 +118,7 @@ class TrainingSet:
         # scikit-learn's _safe_indexing calls ``X[idx, ...]`` on objects with a shape.
         if isinstance(idx, tuple):
             if len(idx) != 2 or idx[1] is not Ellipsis:
-                raise IndexError("A TrainingSet is indexed by rows only: ts[rows] or ts[rows, ...].")
+                raise InvalidIndexError("A TrainingSet is indexed by rows only: ts[rows] or ts[rows, ...].")
             idx = idx[0]
         return self.subset(idx)
 
@@ -136,7 +134,7 @@ class TrainingSet:
         idx = np.asarray(idx)
         if idx.dtype == bool:
             if idx.shape != (self.n_rows,):
-                raise IndexError(f"Boolean mask has shape {idx.shape}; expected ({self.n_rows},).")
+                raise InvalidIndexError(f"Boolean mask has shape {idx.shape}; expected ({self.n_rows},).")
             idx = np.flatnonzero(idx)
         idx = idx.astype(np.int64, copy=False).reshape(-1)
         return TrainingSet(
@@ -196,7 +194,7 @@ def read_labels(labels: Any, *, what: str = "labels") -> pa.Table:
     if isinstance(labels, (str, os.PathLike)):
         path = Path(labels)
         if not path.exists():
-            raise FileNotFoundError(f"{what.capitalize()} file {str(path)!r} does not exist.")
+            raise MissingFileError(f"{what.capitalize()} file {str(path)!r} does not exist.")
         suffix = path.suffix.lower()
         if suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq
@@ -207,11 +205,11 @@ def read_labels(labels: Any, *, what: str = "labels") -> pa.Table:
 
             opts = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
             return pacsv.read_csv(path, parse_options=opts)
-        raise ValueError(f"Cannot read {what} from {str(path)!r}: expected a .parquet or .csv file.")
+        raise ValidationError(f"Cannot read {what} from {str(path)!r}: expected a .parquet or .csv file.")
     try:
         return to_table(labels)
     except TypeError:
-        raise TypeError(
+        raise InvalidTypeError(
             f"{what} must be a pyarrow Table, a pandas or polars DataFrame, a dict of columns or a path to a "
             f".parquet/.csv file. Got {type(labels).__name__} instead."
         ) from None
@@ -235,7 +233,7 @@ def _align_key_types(labels_keys: pa.Table, set_keys: pa.Table, set_name: str) -
             try:
                 col = col.cast(target)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise TypeError(
+                raise InvalidTypeError(
                     f"Key column {name!r} is {col.type} in labels but {target} in feature set {set_name!r}, "
                     f"and cannot be cast: {exc}"
                 ) from exc
@@ -270,14 +268,14 @@ def _match_rows(con, labels_keys: pa.Table, set_keys: pa.Table, key: list[str], 
         con.unregister("stackers_right")
     lrow = np.asarray(result["lrow"], dtype=np.int64)
     if len(lrow) != labels_keys.num_rows or np.any(lrow != np.arange(labels_keys.num_rows)):
-        raise ValueError("A feature set holds duplicate keys; the join is ambiguous. Run `featurestore doctor`.")
+        raise ValidationError("A feature set holds duplicate keys; the join is ambiguous. Run `featurestore doctor`.")
     return np.asarray(result["rrow"], dtype=np.int64)
 
 
 def _label_times(table: pa.Table, column: str) -> pa.Array:
     """The labels' ``column`` as UTC timestamps without a zone (naive values are UTC), for the ASOF join."""
     if column not in table.column_names:
-        raise ValueError(f"as_of names {column!r}, which is not a column of the labels. Columns: {table.column_names}.")
+        raise ValidationError(f"as_of names {column!r}, which is not a column of the labels. Columns: {table.column_names}.")
     col = table.column(column).combine_chunks()
     typ = col.type
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):  # ISO text, read as store.get(as_of=...) reads it
@@ -285,9 +283,9 @@ def _label_times(table: pa.Table, column: str) -> pa.Array:
     elif pa.types.is_date(typ):
         col = col.cast(pa.timestamp("us"))
     elif not pa.types.is_timestamp(typ):
-        raise TypeError(f"The as_of column {column!r} must hold timestamps (or dates, or ISO strings); got {typ}.")
+        raise InvalidTypeError(f"The as_of column {column!r} must hold timestamps (or dates, or ISO strings); got {typ}.")
     if col.null_count:
-        raise ValueError(f"The as_of column {column!r} holds {col.null_count} nulls: each labels row needs a time.")
+        raise ValidationError(f"The as_of column {column!r} holds {col.null_count} nulls: each labels row needs a time.")
     return _utc_naive(col)
 
 
@@ -329,14 +327,14 @@ def join(
     versions = dict(versions or {})
     for name, v in versions.items():
         if name not in names:
-            raise ValueError(f"versions names {name!r}, which is not among the joined sets {names!r}.")
+            raise ValidationError(f"versions names {name!r}, which is not among the joined sets {names!r}.")
         validate_params({name: v}, {name: [Interval(Integral, 0, None), None]}, "join versions")
 
     sets = {name: store.get(name, version=versions.get(name)) for name in names}
     key_list = [key] if isinstance(key, str) else list(key)
     for name, fs in sets.items():
         if list(fs.key) != key_list:
-            raise ValueError(f"Feature set {name!r} is keyed by {list(fs.key)!r}, not {key_list!r}.")
+            raise ValidationError(f"Feature set {name!r} is keyed by {list(fs.key)!r}, not {key_list!r}.")
 
     if labels is None:
         table = sets[names[0]].keys()
@@ -345,10 +343,10 @@ def join(
         table = read_labels(labels)
     absent = [k for k in key_list if k not in table.column_names]
     if absent:
-        raise ValueError(f"Labels have no key column {absent[0]!r}. Columns: {table.column_names}.")
+        raise ValidationError(f"Labels have no key column {absent[0]!r}. Columns: {table.column_names}.")
     for what, col in (("groups", groups), *(("columns", c) for c in (columns or ()))):
         if col is not None and col not in table.column_names:
-            raise ValueError(f"The {what} column {col!r} is not in the labels. Columns: {table.column_names}.")
+            raise ValidationError(f"The {what} column {col!r} is not in the labels. Columns: {table.column_names}.")
 
     labels_keys = table.select(key_list)
     times = None if as_of is None else _label_times(table, as_of)
@@ -357,10 +355,10 @@ def join(
     try:
         dup = labels_keys.num_rows - labels_keys.group_by(key_list).aggregate([]).num_rows
         if dup and as_of is None:
-            raise ValueError(f"Labels hold {dup} duplicate keys; each key must appear once.")
+            raise ValidationError(f"Labels hold {dup} duplicate keys; each key must appear once.")
         null_keys = sum(labels_keys.column(k).null_count for k in key_list)
         if null_keys:
-            raise ValueError(f"Labels hold {null_keys} null key values.")
+            raise ValidationError(f"Labels hold {null_keys} null key values.")
         matches, missing, keep = {}, {}, np.ones(table.num_rows, dtype=bool)
         for i, (name, fs) in enumerate(sets.items()):
             history = None if as_of is None else read_history(fs)
@@ -407,7 +405,7 @@ def join(
     if label is not None and label in table.column_names:
         y_col = table.column(label).take(kept_pa)
         if y_col.null_count:
-            raise ValueError(f"The label column {label!r} holds {y_col.null_count} nulls among the joined rows.")
+            raise ValidationError(f"The label column {label!r} holds {y_col.null_count} nulls among the joined rows.")
         y = y_col.to_numpy(zero_copy_only=False)
     group_arr = None
     if groups is not None:

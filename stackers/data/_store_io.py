@@ -20,6 +20,7 @@ from featurestore.utils._validation import StrOptions, validate_params
 
 from featurestore.utils._validation import InstanceOf
 from stackers.data._join import TrainingSet, join, read_labels
+from featurestore.errors import ValidationError
 
 __all__ = ["write_oof", "predict_from_store", "StaleFeatureSetWarning"]
 
@@ -39,14 +40,14 @@ def write_oof(store, model, training_set: TrainingSet, name: str, *, version: An
     validate_params({"training_set": training_set}, {"training_set": [InstanceOf(TrainingSet)]}, "write_oof")
     check_is_fitted(model)
     if training_set.keys is None:
-        raise ValueError("The TrainingSet has no keys; OOF scores can only be stored keyed (build it with join).")
+        raise ValidationError("The TrainingSet has no keys; OOF scores can only be stored keyed (build it with join).")
     if len(training_set) != model.oof_predictions_.shape[0]:
-        raise ValueError(
+        raise ValidationError(
             f"The model's OOF predictions have {model.oof_predictions_.shape[0]} rows but the TrainingSet has "
             f"{len(training_set)}; fit the model on this TrainingSet first."
         )
     if model.key_ and model.key_ != training_set.key:
-        raise ValueError(f"The model was fitted on rows keyed by {model.key_}, not {training_set.key}.")
+        raise ValidationError(f"The model was fitted on rows keyed by {model.key_}, not {training_set.key}.")
     oof = model.oof_predictions_
     table = training_set.keys
     table = table.append_column("embedding", fixed_size_list(np.asarray(oof, dtype=np.float32)))
@@ -91,7 +92,7 @@ def _resolve_versions(model, store) -> dict[str, int]:
             )
             fs = latest
         if int(fs.dim) != model.blocks_[name]:
-            raise ValueError(
+            raise ValidationError(
                 f"Feature set {name!r} v{fs.version} has dim={fs.dim}, but the model expects {model.blocks_[name]}."
             )
         versions[name] = int(fs.version)
@@ -104,7 +105,7 @@ def _keys_table(keys: Any, key: list[str]) -> pa.Table:
     if isinstance(keys, (str, os.PathLike, pa.Table, pa.RecordBatch, Mapping)) or hasattr(keys, "columns"):
         return read_labels(keys, what="keys")  # pandas and polars frames have columns; their Series do not
     if len(key) != 1:
-        raise ValueError(f"The model is keyed by {key}; pass keys as a table with those columns.")
+        raise ValidationError(f"The model is keyed by {key}; pass keys as a table with those columns.")
     values = keys if isinstance(keys, (np.ndarray, pa.Array, pa.ChunkedArray)) else list(keys)
     return pa.table({key[0]: pa.array(values)})
 
@@ -120,7 +121,7 @@ def predict_from_store(model, store, keys: Any = None, *, how: str = "inner") ->
     validate_params({"how": how}, {"how": [StrOptions({"inner", "error"})]}, "predict_from_store")
     check_is_fitted(model)
     if not model.sources_:
-        raise ValueError(
+        raise ValidationError(
             "This model has no recorded feature sets: fit it on a TrainingSet from stackers.join "
             "to predict from a store."
         )
@@ -131,7 +132,7 @@ def predict_from_store(model, store, keys: Any = None, *, how: str = "inner") ->
         given = [] if keys is None else keys.column_names
         absent = [c for c in model.columns_ if c not in given]
         if absent:
-            raise ValueError(
+            raise ValidationError(
                 f"The model was trained with table columns {model.columns_}; pass keys as a table holding "
                 f"{key + model.columns_} (missing: {absent})."
             )

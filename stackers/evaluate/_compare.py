@@ -31,6 +31,7 @@ from stackers.evaluate._metrics import (BOOTSTRAP_CONSTRAINTS, CONFIDENCE, HIGHE
                        bootstrap_scores, interval, score)
 from stackers.classify._probes import LogisticProbeCV, expand_to_classes
 from stackers.classify._stacking import StackingClassifier
+from featurestore.errors import UnknownNameError, ValidationError
 
 __all__ = ["Comparison", "compare", "BASELINE_KINDS"]
 
@@ -174,9 +175,9 @@ class Comparison:
         differences (both models were scored on the same resamples, so the interval is paired)."""
         for name in (a, b):
             if name not in self.results:
-                raise KeyError(f"No model named {name!r} in this comparison. Known: {list(self.results)}.")
+                raise UnknownNameError(f"No model named {name!r} in this comparison. Known: {list(self.results)}.")
         if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}. Got {metric!r} instead.")
+            raise ValidationError(f"metric must be one of {METRICS}. Got {metric!r} instead.")
         va, vb = self.results[a][metric]["value"], self.results[b][metric]["value"]
         value = None if va is None or vb is None else va - vb
         low = high = math.nan
@@ -295,7 +296,7 @@ def _encode(classes: np.ndarray, y: np.ndarray, what: str = "test") -> np.ndarra
     pos = np.clip(pos, 0, len(classes) - 1)
     unseen = classes[pos] != y
     if np.any(unseen):
-        raise ValueError(
+        raise ValidationError(
             f"The {what} labels hold {len(np.unique(y[unseen]))} classes never seen in training, "
             f"e.g. {np.unique(y[unseen])[:5].tolist()}."
         )
@@ -315,13 +316,13 @@ def _own_probe(estimators: dict[str, Any]):
 
 def _block(model: StackingClassifier, data: TrainingSet, block: str) -> np.ndarray:
     if block not in data.blocks:
-        raise ValueError(f"Missing block {block!r}; this model was fitted on blocks {list(model.blocks_)}.")
+        raise ValidationError(f"Missing block {block!r}; this model was fitted on blocks {list(model.blocks_)}.")
     return data.blocks[block]
 
 
 def _require_labels(ts: TrainingSet, what: str) -> None:
     if ts.y is None:
-        raise ValueError(f"The {what} TrainingSet has no labels; join it with a label column.")
+        raise ValidationError(f"The {what} TrainingSet has no labels; join it with a label column.")
 
 
 def _stack_outputs(model: StackingClassifier, test: TrainingSet):
@@ -361,7 +362,7 @@ def _compare_fitted(train: TrainingSet, test: TrainingSet, model: StackingClassi
                     random_state: int | None, n_jobs: int | None) -> Comparison:
     """Tuned baselines fitted on ``train`` and the fitted ``model``, all scored on ``test``."""
     if list(train.blocks) != list(test.blocks):
-        raise ValueError(f"train has blocks {list(train.blocks)} but test has {list(test.blocks)}.")
+        raise ValidationError(f"train has blocks {list(train.blocks)} but test has {list(test.blocks)}.")
     classes = model.classes_
     k = len(classes)
     cv = int(model.cv) if isinstance(model.cv, Integral) else _DEFAULT_INNER_CV
@@ -398,7 +399,7 @@ def compare(train: TrainingSet, test: TrainingSet, model: StackingClassifier | N
     _require_labels(train, "train")
     _require_labels(test, "test")
     if list(train.blocks) != list(test.blocks):
-        raise ValueError(f"train has blocks {list(train.blocks)} but test has {list(test.blocks)}.")
+        raise ValidationError(f"train has blocks {list(train.blocks)} but test has {list(test.blocks)}.")
     if model is None:
         model = StackingClassifier(random_state=random_state)
     try:

@@ -17,6 +17,7 @@ import numpy as np
 from featurestore.ops._drift import DriftResult
 
 from stackers.evaluate._report import _figure
+from featurestore.errors import ValidationError
 
 _COLORS = ("#1b9e77", "#d95f02")  # side A, side B
 
@@ -24,7 +25,7 @@ _COLORS = ("#1b9e77", "#d95f02")  # side A, side B
 def plot_drift(result: DriftResult, path: str | Path) -> Path:
     """Draw ``result`` (from ``Store.drift``) to the PNG ``path`` (its folder is created); returns the path."""
     if not isinstance(result, DriftResult) or result.sample_a is None or result.sample_b is None:
-        raise ValueError(f"plot_drift needs the DriftResult of Store.drift, with its tested rows. Got {result!r}.")
+        raise ValidationError(f"plot_drift needs the DriftResult of Store.drift, with its tested rows. Got {result!r}.")
     path = Path(path)
     fig = _figure(14, 4.6)  # matplotlib is checked before any folder is made
     path.parent.mkdir(parents=True, exist_ok=True)

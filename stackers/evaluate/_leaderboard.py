@@ -33,6 +33,7 @@ from stackers.evaluate._compare import PRIMARY, Comparison, compare
 from stackers.data._join import join
 from stackers.evaluate._metrics import CONFIDENCE, METRICS
 from stackers.classify._stacking import StackingClassifier
+from featurestore.errors import ValidationError
 
 __all__ = ["Leaderboard", "leaderboard"]
 
@@ -277,7 +278,7 @@ def leaderboard(store, sets: Sequence[str], labels: Any, *, key: str | Sequence[
     sets = [sets] if isinstance(sets, str) else list(sets)
     data = join(store, sets, labels=labels, key=key, label=label, groups=groups)
     if data.y is None:
-        raise ValueError(f"The labels have no label column {label!r}; pass label= the column to predict.")
+        raise ValidationError(f"The labels have no label column {label!r}; pass label= the column to predict.")
     train, test = data.split(test_size=test_size, random_state=seed)
     comp = compare(train, test, StackingClassifier(random_state=seed), n_boot=n_boot, random_state=seed,
                    n_jobs=n_jobs)

@@ -34,6 +34,7 @@ from stackers.data._join import TrainingSet
 from stackers.evaluate._metrics import CONFIDENCE, bootstrap_indices, bootstrap_scores, interval, score
 from stackers.classify._probes import LogisticProbeCV
 from stackers.classify._stacking import StackingClassifier
+from featurestore.errors import ValidationError
 
 __all__ = ["LearningCurve", "learning_curve", "STACK"]
 
@@ -132,7 +133,7 @@ class LearningCurve:
         t = self.table()
         t = t[(t["n_per_class"] == n) & (t["set"] != STACK)]
         if t.empty:
-            raise ValueError(f"No scores at n={n}; the curve has n in {self.n_per_class}.")
+            raise ValidationError(f"No scores at n={n}; the curve has n in {self.n_per_class}.")
         return str(t.loc[t[self.metric].idxmax(), "set"])
 
     def _mean(self, name: str, n: int) -> float:
@@ -338,9 +339,9 @@ def learning_curve(data: TrainingSet, *, n_per_class: Sequence[int] = DEFAULT_N,
                      "stack_top": stack_top, "n_boot": n_boot, "n_jobs": n_jobs, "progress": progress},
                     _CONSTRAINTS, "learning_curve")
     if data.y is None:
-        raise ValueError("learning_curve needs labels: build the TrainingSet with stackers.join(..., labels=...).")
+        raise ValidationError("learning_curve needs labels: build the TrainingSet with stackers.join(..., labels=...).")
     if data.groups is not None:
-        raise ValueError("learning_curve draws labelled rows one by one, so rows of one group could straddle the "
+        raise ValidationError("learning_curve draws labelled rows one by one, so rows of one group could straddle the "
                          "labelled subset and the test set. Join without groups= (or drop them: data.groups = None) "
                          "if the rows are independent.")
     sizes = _check_sizes(n_per_class)
@@ -349,14 +350,14 @@ def learning_curve(data: TrainingSet, *, n_per_class: Sequence[int] = DEFAULT_N,
     if contrast is not None:
         if (not isinstance(contrast, (tuple, list)) or len(contrast) != 2
                 or any(c not in set(families.values()) for c in contrast)):
-            raise ValueError(f"The 'contrast' parameter of learning_curve must be two family labels among "
+            raise ValidationError(f"The 'contrast' parameter of learning_curve must be two family labels among "
                              f"{sorted(set(families.values()))}. Got {contrast!r} instead.")
         contrast = (str(contrast[0]), str(contrast[1]))
     stages = {n: _stage_of(data.sources.get(n, {}).get("spec", {})) for n in names}
 
     classes, y = np.unique(data.y, return_inverse=True)
     if len(classes) < 2:
-        raise ValueError(f"learning_curve needs at least 2 classes; the labels hold {list(classes)}.")
+        raise ValidationError(f"learning_curve needs at least 2 classes; the labels hold {list(classes)}.")
     pool, test = _split(y, test_size, seed)
     per_class = np.bincount(y[pool], minlength=len(classes))
     sizes, notes = _fit_sizes(sizes, per_class, classes)
@@ -408,7 +409,7 @@ def _check_sizes(n_per_class: Any) -> list[int]:
     ok = (isinstance(n_per_class, (list, tuple)) and len(n_per_class) > 0
           and all(isinstance(n, Integral) and not isinstance(n, bool) and n >= 2 for n in n_per_class))
     if not ok:
-        raise ValueError(f"The 'n_per_class' parameter of learning_curve must be a non-empty list of ints >= 2 "
+        raise ValidationError(f"The 'n_per_class' parameter of learning_curve must be a non-empty list of ints >= 2 "
                          f"(labelled rows per class). Got {n_per_class!r} instead.")
     return sorted({int(n) for n in n_per_class})
 
@@ -418,7 +419,7 @@ def _fit_sizes(sizes: list[int], per_class: np.ndarray, classes: np.ndarray) -> 
     cap = int(per_class.min())
     smallest = classes[int(per_class.argmin())]
     if cap < 2:
-        raise ValueError(f"The training pool holds {cap} row(s) of class {smallest}; a learning curve needs at "
+        raise ValidationError(f"The training pool holds {cap} row(s) of class {smallest}; a learning curve needs at "
                          "least 2 per class. Use a smaller test_size or more rows.")
     kept = [n for n in sizes if n <= cap]
     notes = []
@@ -439,7 +440,7 @@ def _split(y: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.n
     try:
         pool, test = train_test_split(rows, test_size=test_size, stratify=y, random_state=seed)
     except ValueError as exc:  # too few rows on one side for a stratified cut
-        raise ValueError(f"test_size={test_size} leaves no stratified split of {len(y)} rows with "
+        raise ValidationError(f"test_size={test_size} leaves no stratified split of {len(y)} rows with "
                          f"{len(np.unique(y))} classes: {exc}. A learning curve needs at least 2 rows per class in "
                          "the training pool; use a smaller test_size or more rows.") from None
     return np.sort(pool), np.sort(test)
@@ -476,11 +477,11 @@ def _families(data: TrainingSet, families: Mapping[str, str] | None) -> dict[str
     if families is None:
         return {n: str(data.sources.get(n, {}).get("spec", {}).get("encoder") or n) for n in names}
     if not isinstance(families, Mapping):
-        raise ValueError(f"The 'families' parameter of learning_curve must be a mapping of set name -> family "
+        raise ValidationError(f"The 'families' parameter of learning_curve must be a mapping of set name -> family "
                          f"label. Got {type(families).__name__} instead.")
     missing = [n for n in names if n not in families]
     unknown = [n for n in families if n not in names]
     if missing or unknown:
-        raise ValueError(f"The 'families' mapping must name every set of the data exactly: missing {missing}, "
+        raise ValidationError(f"The 'families' mapping must name every set of the data exactly: missing {missing}, "
                          f"unknown {unknown}. Sets: {names}.")
     return {n: str(families[n]) for n in names}

@@ -17,6 +17,7 @@ from numbers import Integral
 import numpy as np
 
 from featurestore.utils._validation import Interval
+from featurestore.errors import ValidationError
 
 __all__ = ["METRICS", "HIGHER_IS_BETTER", "BOOTSTRAP_CONSTRAINTS", "CONFIDENCE", "score", "bootstrap_scores",
            "bootstrap_indices", "interval"]
@@ -99,15 +100,15 @@ def _check(y: np.ndarray, proba: np.ndarray, pred: np.ndarray | None) -> tuple[n
     y = np.asarray(y, dtype=np.int64)
     proba = np.asarray(proba, dtype=np.float64)
     if proba.ndim != 2 or proba.shape[0] != y.shape[0] or proba.shape[1] < 2:
-        raise ValueError(f"proba must be (n_rows, n_classes >= 2) for {y.shape[0]} labels; got {proba.shape}.")
+        raise ValidationError(f"proba must be (n_rows, n_classes >= 2) for {y.shape[0]} labels; got {proba.shape}.")
     k = proba.shape[1]
     if y.min(initial=0) < 0 or y.max(initial=0) >= k:
-        raise ValueError("y must hold class indices 0..n_classes-1 into the proba columns.")
+        raise ValidationError("y must hold class indices 0..n_classes-1 into the proba columns.")
     if pred is None:
         return y, proba, np.argmax(proba, axis=1)
     pred = np.asarray(pred)
     if pred.shape != y.shape or pred.dtype.kind not in "iu" or pred.min(initial=0) < 0 or pred.max(initial=0) >= k:
-        raise ValueError(f"pred must hold {y.shape[0]} predicted class indices 0..{k - 1} (one per row of proba); "
+        raise ValidationError(f"pred must hold {y.shape[0]} predicted class indices 0..{k - 1} (one per row of proba); "
                          f"got {pred.dtype} of shape {pred.shape}.")
     return y, proba, pred.astype(np.int64, copy=False)
 

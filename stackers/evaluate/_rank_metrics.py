@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from stackers.evaluate._metrics import CONFIDENCE, bootstrap_indices, interval
+from featurestore.errors import ValidationError
 
 __all__ = ["RANK_METRICS", "per_user_metrics", "coverage", "summarize", "paired_difference"]
 
@@ -33,11 +34,11 @@ def per_user_metrics(ranks: np.ndarray, owner: np.ndarray, n_users: int, k: int 
     ranks = np.asarray(ranks, dtype=np.float64)
     owner = np.asarray(owner, dtype=np.int64)
     if ranks.shape != owner.shape:
-        raise ValueError(f"ranks and owner must have one entry per held-out item; got {ranks.shape} and {owner.shape}.")
+        raise ValidationError(f"ranks and owner must have one entry per held-out item; got {ranks.shape} and {owner.shape}.")
     if ranks.size and (ranks.min() < 1 or not np.isfinite(ranks).all()):
-        raise ValueError("ranks must be finite and 1-based (the best item has rank 1).")
+        raise ValidationError("ranks must be finite and 1-based (the best item has rank 1).")
     if owner.size and (owner.min() < 0 or owner.max() >= n_users):
-        raise ValueError(f"owner must hold user positions in [0, {n_users - 1}].")
+        raise ValidationError(f"owner must hold user positions in [0, {n_users - 1}].")
     n_held = np.bincount(owner, minlength=n_users).astype(np.float64)
     hit = ranks <= k
     hits = np.bincount(owner, weights=hit.astype(np.float64), minlength=n_users)

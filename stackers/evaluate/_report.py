@@ -22,6 +22,7 @@ from stackers.data._join import TrainingSet
 from stackers.evaluate._metrics import BOOTSTRAP_CONSTRAINTS, HIGHER_IS_BETTER, METRICS
 from stackers.persist._persist import json_default
 from stackers.classify._stacking import StackingClassifier
+from featurestore.errors import ValidationError
 
 __all__ = ["report", "ReportPaths"]
 
@@ -232,7 +233,7 @@ def report(comparison_or_model: Any, data_test: TrainingSet | None = None, out: 
         comp = comparison_or_model
     else:
         if data_test is None:
-            raise ValueError("report(model, ...) needs data_test: a labelled TrainingSet the model did not train on.")
+            raise ValidationError("report(model, ...) needs data_test: a labelled TrainingSet the model did not train on.")
         comp = Comparison.from_model(comparison_or_model, data_test, train=data_train, n_boot=n_boot,
                                      random_state=random_state)
     out = Path(out)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from featurestore.errors import ValidationError
 
 __all__ = ["check_model_text", "MAX_LEAVES"]
 
@@ -68,7 +69,7 @@ def check_model_text(text: str, *, n_features: int, n_classes: int, max_trees: i
         _check(text, n_features=n_features, n_classes=n_classes, max_trees=max_trees, max_leaves=max_leaves,
                objective=objective)
     except _Bad as exc:
-        raise ValueError(f"{source} is not a LightGBM model this stacker can load: {exc}.") from None
+        raise ValidationError(f"{source} is not a LightGBM model this stacker can load: {exc}.") from None
 
 
 def _check(text: str, *, n_features: int, n_classes: int, max_trees: int, max_leaves: int,

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from featurestore.storage._manifest import models_dir, sets_dir
+from featurestore.storage._layout import models_dir, sets_dir
 from featurestore.utils._optional import library_version
 from featurestore._store import MARKER as STORE_MARKER
 from featurestore.utils._validation import validate_params
@@ -51,6 +51,7 @@ from stackers.classify._align import ALIGNERS
 from stackers.persist._lgbm_text import MAX_LEAVES, check_model_text
 from stackers.classify._meta import LightGBMMeta, LogisticMeta, PassthroughMeta
 from stackers.classify._probes import CentroidSimilarity, KNeighborsVotes, LogisticProbe
+from featurestore.errors import InvalidTypeError, MissingFileError, TargetExistsError, ValidationError
 
 __all__ = ["save", "load", "read_manifest", "FORMAT"]
 
@@ -79,7 +80,7 @@ def json_default(value: Any) -> Any:
         return list(value)
     if isinstance(value, Path):
         return str(value)
-    raise TypeError(f"Cannot write {type(value).__name__} as JSON: {value!r}")
+    raise InvalidTypeError(f"Cannot write {type(value).__name__} as JSON: {value!r}")
 
 
 def _library_versions() -> dict[str, str | None]:
@@ -90,11 +91,11 @@ def _library_versions() -> dict[str, str | None]:
 def _params_for_manifest(model) -> dict[str, Any]:
     params = model.get_params(deep=False)
     if not isinstance(params["base"], str):
-        raise ValueError(
+        raise ValidationError(
             f"Only models with base='logistic' can be saved without pickle; this one has base={params['base']!r}."
         )
     if not isinstance(params["meta"], str):
-        raise ValueError(
+        raise ValidationError(
             f"This model's meta learner is a custom estimator ({params['meta']!r}); it cannot be saved without "
             "pickle. Use meta='auto', 'logistic', 'lightgbm' or 'best' for a model you want to save."
         )
@@ -119,7 +120,7 @@ def _decode_classes(spec: dict[str, Any]) -> np.ndarray:
         return np.array(spec["values"], dtype=object)
     dtype = np.dtype(spec["dtype"])
     if dtype.kind not in "biufUS" or dtype.itemsize > 4096:
-        raise ValueError(f"classes dtype {spec['dtype']!r} is not a number or string dtype")
+        raise ValidationError(f"classes dtype {spec['dtype']!r} is not a number or string dtype")
     return np.array(spec["values"], dtype=dtype)
 
 
@@ -144,7 +145,7 @@ def save(model, path, *, metrics: Any = None) -> Path:
             elif isinstance(est, KNeighborsVotes):
                 fields = {"X": est.X_, "y": est.y_}
             else:  # pragma: no cover - guarded by _params_for_manifest
-                raise ValueError(f"Cannot save base learner {est!r} without pickle.")
+                raise ValidationError(f"Cannot save base learner {est!r} without pickle.")
             fields["classes"] = np.asarray(est.classes_)
             arrays.update({prefix + k: np.asarray(v) for k, v in fields.items()})
             estimators[kind] = {"class": type(est).__name__, "prefix": prefix}
@@ -167,7 +168,7 @@ def save(model, path, *, metrics: Any = None) -> Path:
     arrays["fold_ids"] = model.fold_ids_
     for key, value in arrays.items():
         if value.dtype == object:
-            raise ValueError(f"Array {key!r} has object dtype and cannot be saved without pickle.")
+            raise ValidationError(f"Array {key!r} has object dtype and cannot be saved without pickle.")
 
     manifest = {
         "format": FORMAT,
@@ -282,33 +283,33 @@ def _check_target(path: Path) -> None:
     for parent in where.parents:
         sets = sets_dir(parent)
         if (parent / STORE_MARKER).is_file() and (where == sets or sets in where.parents):
-            raise FileExistsError(
+            raise TargetExistsError(
                 f"{str(path)!r} is inside the feature sets of the store at {str(parent)!r}; refusing to write a "
                 f"model there (models go under {str(models_dir(parent))!r})."
             )
     if (where.parent / MANIFEST).is_file() and not _is_model_manifest(where.parent / MANIFEST):
-        raise FileExistsError(
+        raise TargetExistsError(
             f"{str(path)!r} is inside {str(where.parent)!r}, which holds a {MANIFEST} that is not a stackers model "
             "manifest (a feature set version?); refusing to write into it."
         )
     if path.is_symlink():
-        raise FileExistsError(f"{str(path)!r} is a symbolic link, not a saved model; refusing to replace it.")
+        raise TargetExistsError(f"{str(path)!r} is a symbolic link, not a saved model; refusing to replace it.")
     if not path.exists():
         return
     if not path.is_dir():
-        raise FileExistsError(f"{str(path)!r} exists and is a file, not a saved model; refusing to replace it.")
+        raise TargetExistsError(f"{str(path)!r} exists and is a file, not a saved model; refusing to replace it.")
     if (path / STORE_MARKER).exists():
-        raise FileExistsError(
+        raise TargetExistsError(
             f"{str(path)!r} is not a saved model: it is a feature store root ({STORE_MARKER}); refusing to replace it."
         )
     if (path / MANIFEST).exists():
         if not _is_model_manifest(path / MANIFEST):
-            raise FileExistsError(
+            raise TargetExistsError(
                 f"{str(path)!r} is not a saved model: its {MANIFEST} is not a stackers model manifest (a feature set "
                 "version?); refusing to replace it."
             )
     elif any(path.iterdir()):
-        raise FileExistsError(f"{str(path)!r} exists and is not a saved model; refusing to replace it.")
+        raise TargetExistsError(f"{str(path)!r} exists and is not a saved model; refusing to replace it.")
 
 
 def _leftovers(path: Path) -> list[Path]:
@@ -362,11 +363,11 @@ def _regular_file(file: Path) -> os.stat_result:
     try:
         st = os.lstat(file)
     except FileNotFoundError:
-        raise FileNotFoundError(f"No saved model file at {str(file)!r}.") from None
+        raise MissingFileError(f"No saved model file at {str(file)!r}.") from None
     if stat.S_ISLNK(st.st_mode):
-        raise ValueError(f"{str(file)!r} is a symbolic link; a saved model holds plain files only.")
+        raise ValidationError(f"{str(file)!r} is a symbolic link; a saved model holds plain files only.")
     if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{str(file)!r} is not a regular file.")
+        raise ValidationError(f"{str(file)!r} is not a regular file.")
     return st
 
 
@@ -376,20 +377,20 @@ def read_manifest(path) -> dict[str, Any]:
     _recover(path)
     file = path / MANIFEST
     if not file.exists() and not file.is_symlink():
-        raise FileNotFoundError(f"No saved model at {str(path)!r}: {MANIFEST} is missing.")
+        raise MissingFileError(f"No saved model at {str(path)!r}: {MANIFEST} is missing.")
     size = _regular_file(file).st_size
     if size > MAX_MANIFEST_BYTES:
-        raise ValueError(f"{str(file)!r} is {size:,} bytes; a model manifest is at most {MAX_MANIFEST_BYTES:,}.")
+        raise ValidationError(f"{str(file)!r} is {size:,} bytes; a model manifest is at most {MAX_MANIFEST_BYTES:,}.")
     try:
         manifest = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{str(file)!r} is not valid JSON: {exc}.") from None
+        raise ValidationError(f"{str(file)!r} is not valid JSON: {exc}.") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ValueError(f"{str(file)!r} is not a stackers model manifest (format={got!r}).")
+        raise ValidationError(f"{str(file)!r} is not a stackers model manifest (format={got!r}).")
     version = manifest.get("format_version", 0)
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(
+        raise ValidationError(
             f"{str(path)!r} was saved by a newer stackers (format {version!r}); upgrade to load it."
         )
     return manifest
@@ -397,7 +398,7 @@ def read_manifest(path) -> dict[str, Any]:
 
 def _int(value: Any, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or not low <= value <= high:
-        raise ValueError(f"{what} must be an integer in [{low}, {high}]. Got {value!r} instead")
+        raise ValidationError(f"{what} must be an integer in [{low}, {high}]. Got {value!r} instead")
     return int(value)
 
 
@@ -405,39 +406,39 @@ def _layout(manifest: dict[str, Any]) -> dict[str, Any]:
     """What the manifest says the arrays are: name -> (dtype kinds, shape), ``None`` standing for the row count."""
     classes = manifest["classes"]["values"]
     if not isinstance(classes, list) or len(classes) < 2:
-        raise ValueError(f"classes must list at least 2 classes. Got {classes!r:.80} instead")
+        raise ValidationError(f"classes must list at least 2 classes. Got {classes!r:.80} instead")
     k = len(classes)
     n_out = 1 if k == 2 else k
     params = manifest["params"]
     if params.get("base") != "logistic":
-        raise ValueError(f"params.base must be 'logistic'. Got {params.get('base')!r} instead")
+        raise ValidationError(f"params.base must be 'logistic'. Got {params.get('base')!r} instead")
     extras = params.get("extras")
     if not isinstance(extras, list) or not set(extras) <= {"centroid", "knn"} or len(set(extras)) != len(extras):
-        raise ValueError(f"params.extras must list distinct names from ['centroid', 'knn']. Got {extras!r} instead")
+        raise ValidationError(f"params.extras must list distinct names from ['centroid', 'knn']. Got {extras!r} instead")
     kinds = ["logistic", *extras]
     width = {"logistic": n_out, "centroid": k, "knn": k}
     n_oof = 0
     align = params.get("align")
     if align is not None and align not in ALIGNERS:
-        raise ValueError(f"params.align must be null or one of {sorted(ALIGNERS)}. Got {align!r} instead")
+        raise ValidationError(f"params.align must be null or one of {sorted(ALIGNERS)}. Got {align!r} instead")
 
     layout: dict[str, tuple[str, tuple]] = {}
     blocks = manifest["blocks"]
     if not isinstance(blocks, list) or not blocks:
-        raise ValueError("blocks must be a non-empty list")
+        raise ValidationError("blocks must be a non-empty list")
     for i, b in enumerate(blocks):
         if not isinstance(b.get("name"), str):
-            raise ValueError(f"blocks[{i}].name must be a string")
+            raise ValidationError(f"blocks[{i}].name must be a string")
         d = _int(b.get("dim"), f"blocks[{i}].dim", 1, 1 << 24)
         ests = b.get("estimators")
         # The extras the inner CV kept for this block (pruned ones are absent), in the order of `kinds`.
         if not isinstance(ests, dict) or "logistic" not in ests or list(ests) != [x for x in kinds if x in ests]:
-            raise ValueError(f"blocks[{i}].estimators must hold 'logistic' and some of {kinds[1:]}, in that order")
+            raise ValidationError(f"blocks[{i}].estimators must hold 'logistic' and some of {kinds[1:]}, in that order")
         n_oof += sum(width[kind] for kind in ests)
         for kind in ests:
             ref = ests[kind]
             if ref.get("class") != _ESTIMATOR_CLASS[kind] or ref.get("prefix") != f"base{i}.{kind}.":
-                raise ValueError(f"blocks[{i}].estimators.{kind} must be class {_ESTIMATOR_CLASS[kind]!r} with "
+                raise ValidationError(f"blocks[{i}].estimators.{kind} must be class {_ESTIMATOR_CLASS[kind]!r} with "
                                  f"prefix 'base{i}.{kind}.'")
             p = f"base{i}.{kind}."
             layout[p + "classes"] = (_INT, (k,))
@@ -453,42 +454,42 @@ def _layout(manifest: dict[str, Any]) -> dict[str, Any]:
         layout.update(_align_layout(b.get("align"), align, i, d))
     names = manifest["oof_feature_names"]
     if not isinstance(names, list) or len(names) != n_oof:
-        raise ValueError(f"oof_feature_names must list {n_oof} names ({len(blocks)} blocks x {kinds}, {k} classes)")
+        raise ValidationError(f"oof_feature_names must list {n_oof} names ({len(blocks)} blocks x {kinds}, {k} classes)")
     layout["oof_predictions"] = (_FLOAT, (None, n_oof))
     layout["fold_ids"] = (_INT, (None,))
 
     meta = manifest["meta"]
     state = meta["state"]
     if _int(state.get("n_classes"), "meta.state.n_classes", 2, 1 << 31) != k:
-        raise ValueError(f"meta.state.n_classes is {state['n_classes']} but the manifest lists {k} classes")
+        raise ValidationError(f"meta.state.n_classes is {state['n_classes']} but the manifest lists {k} classes")
     columns = state["columns"]
     if not isinstance(columns, list) or [c.get("name") for c in columns] != manifest["columns"]:
-        raise ValueError(f"meta.state.columns must describe the columns {manifest['columns']!r}")
+        raise ValidationError(f"meta.state.columns must describe the columns {manifest['columns']!r}")
     width_cols = 0
     for c in columns:
         if c.get("kind") not in ("numeric", "categorical") or not isinstance(c.get("categories"), list):
-            raise ValueError(f"meta.state.columns entry {c!r:.80} is not a numeric or categorical column")
+            raise ValidationError(f"meta.state.columns entry {c!r:.80} is not a numeric or categorical column")
         width_cols += 1 if c["kind"] == "numeric" else len(c["categories"])
     out = {"layout": layout, "k": k, "n_oof": n_oof}
     if meta.get("name") == "logistic":
         p = n_oof + width_cols
         if any(not isinstance(j, int) or not 0 <= j < n_oof for j in state["proba_columns"]):
-            raise ValueError(f"meta.state.proba_columns must index the {n_oof} score columns")
+            raise ValidationError(f"meta.state.proba_columns must index the {n_oof} score columns")
         layout.update({"meta.mean": (_FLOAT, (p,)), "meta.scale": (_FLOAT, (p,)), "meta.coef": (_FLOAT, (n_out, p)),
                        "meta.intercept": (_FLOAT, (n_out,)), "meta.classes": (_INT, (k,))})
         if state.get("class_weight") not in (None, "balanced"):
-            raise ValueError(f"meta.state.class_weight must be null or 'balanced'. Got {state.get('class_weight')!r}")
+            raise ValidationError(f"meta.state.class_weight must be null or 'balanced'. Got {state.get('class_weight')!r}")
     elif meta.get("name") == "best":
         cols = state.get("proba_columns")
         if (not isinstance(cols, list) or len(cols) != n_out
                 or any(not isinstance(j, int) or not 0 <= j < n_oof for j in cols)):
-            raise ValueError(f"meta.state.proba_columns must list {n_out} of the {n_oof} score columns")
+            raise ValidationError(f"meta.state.proba_columns must list {n_out} of the {n_oof} score columns")
     elif meta.get("name") == "lightgbm":
         n_est = _int(state.get("n_estimators"), "meta.state.n_estimators", 1, MAX_TREES)
         leaves = _int(state.get("num_leaves"), "meta.state.num_leaves", 2, MAX_LEAVES)
         out.update(n_features=n_oof + len(columns), max_trees=min(n_est * n_out, MAX_TREES), max_leaves=leaves)
     else:
-        raise ValueError(f"Unknown meta learner {meta.get('name')!r}")
+        raise ValidationError(f"Unknown meta learner {meta.get('name')!r}")
     return out
 
 
@@ -496,21 +497,21 @@ def _align_layout(ref: Any, align: str | None, i: int, d: int) -> dict[str, tupl
     """The arrays of block ``i``'s aligner: present exactly when ``params.align`` is set, of its class."""
     if align is None:
         if ref is not None:
-            raise ValueError(f"blocks[{i}].align is set but params.align is null")
+            raise ValidationError(f"blocks[{i}].align is set but params.align is null")
         return {}
     cls = ALIGNERS[align].__name__
     if not isinstance(ref, dict) or ref.get("class") != cls or ref.get("prefix") != f"align{i}.":
-        raise ValueError(f"blocks[{i}].align must be class {cls!r} with prefix 'align{i}.' (params.align={align!r})")
+        raise ValidationError(f"blocks[{i}].align must be class {cls!r} with prefix 'align{i}.' (params.align={align!r})")
     params, fitted = ref.get("params"), ref.get("fitted")
     if not isinstance(params, dict) or not isinstance(fitted, dict) or sorted(fitted) != sorted(_ALIGN_FITTED[cls]):
-        raise ValueError(f"blocks[{i}].align must hold params and the fitted {list(_ALIGN_FITTED[cls])}")
+        raise ValidationError(f"blocks[{i}].align must hold params and the fitted {list(_ALIGN_FITTED[cls])}")
     aligner = ALIGNERS[align]
     if not set(params) <= set(aligner._get_param_names()):
-        raise ValueError(f"blocks[{i}].align.params {params!r:.80} are not {cls} parameters")
+        raise ValidationError(f"blocks[{i}].align.params {params!r:.80} are not {cls} parameters")
     validate_params(params, aligner._parameter_constraints, cls)
     for name, value in fitted.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"blocks[{i}].align.fitted.{name} must be a number in [0, 1]. Got {value!r} instead")
+            raise ValidationError(f"blocks[{i}].align.fitted.{name} must be a number in [0, 1]. Got {value!r} instead")
     shapes = {"mean": (d,), "mean_source": (d,), "mean_target": (d,), "matrix": (d, d)}
     return {f"align{i}.{f}": (_FLOAT, shapes[f]) for f in _ALIGN_FIELDS[cls]}
 
@@ -522,27 +523,27 @@ def _read_arrays(file: Path, layout: dict[str, tuple[str, tuple]], *, n_splits: 
     try:
         zf = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ValueError(f"{where} is not a readable .npz archive: {exc}.") from None
+        raise ValidationError(f"{where} is not a readable .npz archive: {exc}.") from None
     with zf:
         infos = zf.infolist()
         names = [info.filename for info in infos]
         wanted = {key + ".npy": key for key in layout}
         if len(set(names)) != len(names):
-            raise ValueError(f"{where} names a member twice.")
+            raise ValidationError(f"{where} names a member twice.")
         unknown, missing = sorted(set(names) - set(wanted)), sorted(set(wanted) - set(names))
         if unknown:
-            raise ValueError(f"{where} holds member(s) {unknown[:5]} that the manifest does not describe; expected "
+            raise ValidationError(f"{where} holds member(s) {unknown[:5]} that the manifest does not describe; expected "
                              f"exactly {sorted(wanted)[:8]}{'...' if len(wanted) > 8 else ''}.")
         if missing:
-            raise ValueError(f"{where} lacks the array(s) {missing[:5]} that the manifest describes.")
+            raise ValidationError(f"{where} lacks the array(s) {missing[:5]} that the manifest describes.")
         total = 0
         for info in infos:
             if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
-                raise ValueError(f"{where} member {info.filename!r} is compressed or encrypted; a saved model stores "
+                raise ValidationError(f"{where} member {info.filename!r} is compressed or encrypted; a saved model stores "
                                  "its arrays uncompressed (np.savez), so this file was not written by stackers.")
             total += info.file_size
             if info.file_size != info.compress_size or total > size:
-                raise ValueError(f"{where} member {info.filename!r} declares more bytes than the file holds.")
+                raise ValidationError(f"{where} member {info.filename!r} declares more bytes than the file holds.")
 
         arrays: dict[str, np.ndarray] = {}
         n_rows = None
@@ -558,37 +559,37 @@ def _read_arrays(file: Path, layout: dict[str, tuple[str, tuple]], *, n_splits: 
                     elif version == (2, 0):
                         shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
                     else:
-                        raise ValueError(f"unsupported .npy format version {version}")
+                        raise ValidationError(f"unsupported .npy format version {version}")
                 except (ValueError, OSError, EOFError) as exc:
-                    raise ValueError(f"{what} is not a plain .npy array: {exc}.") from None
+                    raise ValidationError(f"{what} is not a plain .npy array: {exc}.") from None
                 header = fp.tell()
             if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in kinds:
-                raise ValueError(f"{what} has dtype {dtype}; expected {'a float' if kinds == _FLOAT else 'an integer'} "
+                raise ValidationError(f"{what} has dtype {dtype}; expected {'a float' if kinds == _FLOAT else 'an integer'} "
                                  "dtype.")
             if len(shape) != len(want):
-                raise ValueError(f"{what} has shape {shape}; expected {_shape_text(want)}.")
+                raise ValidationError(f"{what} has shape {shape}; expected {_shape_text(want)}.")
             for got, exp in zip(shape, want):
                 if exp is None:
                     n_rows = got if n_rows is None else n_rows
                     exp = n_rows
                 if got != exp:
-                    raise ValueError(f"{what} has shape {shape}; the manifest implies {_shape_text(want, n_rows)}.")
+                    raise ValidationError(f"{what} has shape {shape}; the manifest implies {_shape_text(want, n_rows)}.")
             if header + math.prod(shape) * dtype.itemsize != info.file_size:
-                raise ValueError(f"{what} holds {info.file_size - header:,} data bytes; shape {shape} of {dtype} "
+                raise ValidationError(f"{what} holds {info.file_size - header:,} data bytes; shape {shape} of {dtype} "
                                  f"needs {math.prod(shape) * dtype.itemsize:,}.")
             with zf.open(info) as fp:
                 arrays[key] = np.lib.format.read_array(fp, allow_pickle=False)
 
     for key, a in arrays.items():
         if a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise ValueError(f"{where} array {key!r} holds NaN or infinite values.")
+            raise ValidationError(f"{where} array {key!r} holds NaN or infinite values.")
         if key.endswith(".knn.y") and a.size and (a.min() < 0 or a.max() >= k):
-            raise ValueError(f"{where} array {key!r} must hold class indices in [0, {k - 1}].")
+            raise ValidationError(f"{where} array {key!r} must hold class indices in [0, {k - 1}].")
         if key.endswith("classes") and not np.array_equal(a, np.arange(k)):
-            raise ValueError(f"{where} array {key!r} must be the class indices 0..{k - 1}.")
+            raise ValidationError(f"{where} array {key!r} must be the class indices 0..{k - 1}.")
     folds = arrays["fold_ids"]
     if folds.size and (folds.min() < 0 or folds.max() >= n_splits):
-        raise ValueError(f"{where} array 'fold_ids' must hold fold numbers in [0, {n_splits - 1}].")
+        raise ValidationError(f"{where} array 'fold_ids' must hold fold numbers in [0, {n_splits - 1}].")
     return arrays
 
 
@@ -602,11 +603,11 @@ def _read_model_text(file: Path, *, n_features: int, n_classes: int, max_trees: 
     # A generous bound for trees of at most max_leaves leaves: a 15-leaf tree takes about 1.2 KB.
     limit = (1 << 20) + max_trees * (2048 + 1024 * max_leaves)
     if size > limit:
-        raise ValueError(f"{str(file)!r} is {size:,} bytes; {max_trees} trees of at most {max_leaves} leaves take at "
+        raise ValidationError(f"{str(file)!r} is {size:,} bytes; {max_trees} trees of at most {max_leaves} leaves take at "
                          f"most {limit:,}.")
     raw = file.read_bytes()
     if not raw.isascii():
-        raise ValueError(f"{str(file)!r} is not a LightGBM model this stacker can load: it holds non-ASCII bytes.")
+        raise ValidationError(f"{str(file)!r} is not a LightGBM model this stacker can load: it holds non-ASCII bytes.")
     text = raw.decode("ascii").replace("\r\n", "\n")  # a model saved on Windows by an older stackers
     check_model_text(text, n_features=n_features, n_classes=n_classes, max_trees=max_trees, max_leaves=max_leaves,
                      source=repr(str(file)))
@@ -626,16 +627,16 @@ def load(path):
     manifest = read_manifest(path)
     mfile = repr(str(path / MANIFEST))
     if manifest.get("arrays", ARRAYS) != ARRAYS:
-        raise ValueError(f"{mfile} names arrays file {manifest['arrays']!r}; a saved model keeps its arrays in "
+        raise ValidationError(f"{mfile} names arrays file {manifest['arrays']!r}; a saved model keeps its arrays in "
                          f"{ARRAYS!r} inside its own folder.")
     try:
         shape = _layout(manifest)
         n_splits = _int(manifest["n_splits"], "n_splits", 1, 1 << 31)
         classes = _decode_classes(manifest["classes"])
     except ValueError as exc:
-        raise ValueError(f"{mfile} does not describe a model this stackers can load: {exc}.") from None
+        raise ValidationError(f"{mfile} does not describe a model this stackers can load: {exc}.") from None
     except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{mfile} is malformed: {type(exc).__name__} {exc}.") from None
+        raise ValidationError(f"{mfile} is malformed: {type(exc).__name__} {exc}.") from None
     arrays = _read_arrays(path / ARRAYS, shape["layout"], n_splits=n_splits, k=shape["k"])
     model_text = None
     if manifest["meta"]["name"] == "lightgbm":
@@ -644,7 +645,7 @@ def load(path):
     try:
         return _build(StackingClassifier, manifest, classes, arrays, model_text)
     except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{mfile} is malformed: {type(exc).__name__} {exc}.") from None
+        raise ValidationError(f"{mfile} is malformed: {type(exc).__name__} {exc}.") from None
 
 
 def _build(cls, manifest: dict[str, Any], classes: np.ndarray, arrays: dict[str, np.ndarray],
@@ -662,12 +663,12 @@ def _build(cls, manifest: dict[str, Any], classes: np.ndarray, arrays: dict[str,
     threshold = manifest.get("threshold")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                   or not 0.0 <= threshold <= 1.0 or len(model.classes_) != 2):
-        raise ValueError(f"threshold must be null or, for a binary model, a number in [0, 1]. Got {threshold!r}")
+        raise ValidationError(f"threshold must be null or, for a binary model, a number in [0, 1]. Got {threshold!r}")
     model.threshold_ = None if threshold is None else float(threshold)
     weights = manifest.get("class_weights")
     if weights is not None and (not isinstance(weights, list) or len(weights) != len(model.classes_) or any(
             isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < math.inf for w in weights)):
-        raise ValueError(f"class_weights must be null or one positive number per class. Got {weights!r:.80}")
+        raise ValidationError(f"class_weights must be null or one positive number per class. Got {weights!r:.80}")
     model.class_weights_ = None if weights is None else np.asarray(weights, dtype=np.float64)
     model.probe_params_ = dict(manifest.get("probe_params") or {})
     model.pruned_ = [str(g) for g in manifest.get("pruned") or []]

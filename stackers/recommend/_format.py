@@ -25,6 +25,7 @@ import numpy as np
 from stackers.recommend._interactions import Interactions
 from stackers.persist._lgbm_text import check_model_text
 from stackers.persist._persist import _fsync, _library_versions, _recover, _regular_file, _write_text, install_folder, json_default
+from featurestore.errors import MissingFileError, TargetExistsError, ValidationError
 
 __all__ = ["save_recommender", "load_recommender", "FORMAT", "is_recommender"]
 
@@ -59,7 +60,7 @@ def save_recommender(model: Any, path: str | os.PathLike[str], *, test: Interact
     model._check_fitted()
     path = Path(path)
     if path.exists() and not is_recommender(path):
-        raise FileExistsError(f"{str(path)!r} exists and is not a saved recommender; refusing to replace it.")
+        raise TargetExistsError(f"{str(path)!r} exists and is not a saved recommender; refusing to replace it.")
     arrays = {"items": model.items_, **_interaction_arrays("train", model.train_)}
     if test is not None:
         arrays.update(_interaction_arrays("test", test))
@@ -67,7 +68,7 @@ def save_recommender(model: Any, path: str | os.PathLike[str], *, test: Interact
         arrays[f"set{i}"] = model.set_vectors_[name]
     for key, a in arrays.items():
         if a.dtype.kind not in "iufU":
-            raise ValueError(f"Array {key!r} has dtype {a.dtype}; ids must be numbers or strings to save without pickle.")
+            raise ValidationError(f"Array {key!r} has dtype {a.dtype}; ids must be numbers or strings to save without pickle.")
     params = model.get_params()
     params["sets"], params["generators"] = list(params["sets"]), list(params["generators"])
     manifest = {
@@ -96,20 +97,20 @@ def _read_arrays(file: Path, wanted: dict[str, tuple[str, int | None]]) -> dict[
         with zipfile.ZipFile(file) as zf:
             names = {i.filename[:-4] for i in zf.infolist()}
             if any(i.compress_type != zipfile.ZIP_STORED for i in zf.infolist()):
-                raise ValueError(f"{where} holds compressed members; a saved recommender stores them uncompressed.")
+                raise ValidationError(f"{where} holds compressed members; a saved recommender stores them uncompressed.")
     except zipfile.BadZipFile as exc:
-        raise ValueError(f"{where} is not a readable .npz archive: {exc}.") from None
+        raise ValidationError(f"{where} is not a readable .npz archive: {exc}.") from None
     if names != set(wanted):
-        raise ValueError(f"{where} holds arrays {sorted(names)}; the manifest implies {sorted(wanted)}.")
+        raise ValidationError(f"{where} holds arrays {sorted(names)}; the manifest implies {sorted(wanted)}.")
     with np.load(file, allow_pickle=False) as z:
         out = {k: z[k] for k in wanted}
     for k, (kinds, ndim) in wanted.items():
         a = out[k]
         if a.dtype.kind not in kinds or (ndim is not None and a.ndim != ndim):
-            raise ValueError(f"{where} array {k!r} is {a.dtype} with shape {a.shape}; expected kind {kinds!r}, "
+            raise ValidationError(f"{where} array {k!r} is {a.dtype} with shape {a.shape}; expected kind {kinds!r}, "
                              f"{ndim} dimension(s).")
         if a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise ValueError(f"{where} array {k!r} holds NaN or infinite values.")
+            raise ValidationError(f"{where} array {k!r} holds NaN or infinite values.")
     return out
 
 
@@ -121,16 +122,16 @@ def load_recommender(path: str | os.PathLike[str]) -> tuple[Any, Interactions | 
     _recover(path)
     mfile = path / MANIFEST
     if not mfile.is_file():
-        raise FileNotFoundError(f"No saved recommender at {str(path)!r}: {MANIFEST} is missing.")
+        raise MissingFileError(f"No saved recommender at {str(path)!r}: {MANIFEST} is missing.")
     _regular_file(mfile)
     try:
         manifest = json.loads(mfile.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{str(mfile)!r} is not valid JSON: {exc}.") from None
+        raise ValidationError(f"{str(mfile)!r} is not valid JSON: {exc}.") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{str(mfile)!r} is not a saved recommender (format={manifest.get('format')!r}).")
+        raise ValidationError(f"{str(mfile)!r} is not a saved recommender (format={manifest.get('format')!r}).")
     if not isinstance(manifest.get("format_version"), int) or manifest["format_version"] > FORMAT_VERSION:
-        raise ValueError(f"{str(path)!r} was saved by a newer stackers (format {manifest.get('format_version')!r}).")
+        raise ValidationError(f"{str(path)!r} was saved by a newer stackers (format {manifest.get('format_version')!r}).")
     try:
         model = RecommenderStack(**{k: v for k, v in manifest["params"].items() if k in RecommenderStack._PARAMS})
         names = [str(n) for n in manifest["feature_names"]]
@@ -142,13 +143,13 @@ def load_recommender(path: str | os.PathLike[str]) -> tuple[Any, Interactions | 
                 wanted[f"{part}.rating"] = ("f", 1)
         wanted |= {f"set{i}": ("f", 2) for i in range(len(model.sets))}
     except (KeyError, TypeError) as exc:
-        raise ValueError(f"{str(mfile)!r} is malformed: {type(exc).__name__} {exc}.") from None
+        raise ValidationError(f"{str(mfile)!r} is malformed: {type(exc).__name__} {exc}.") from None
     arrays = _read_arrays(path / ARRAYS, wanted)
     rfile = path / RANKER
     _regular_file(rfile)
     text = rfile.read_text(encoding="ascii", errors="replace")
     if len(_OBJECTIVE.findall(text)) != 1:
-        raise ValueError(f"{str(rfile)!r} is not a LambdaRank model (no single 'objective=lambdarank' line).")
+        raise ValidationError(f"{str(rfile)!r} is not a LambdaRank model (no single 'objective=lambdarank' line).")
     check_model_text(text, n_features=len(names), n_classes=2, max_trees=MAX_TREES, source=repr(str(rfile)),
                      objective="lambdarank")
 
@@ -161,7 +162,7 @@ def load_recommender(path: str | os.PathLike[str]) -> tuple[Any, Interactions | 
     model.set_vectors_ = {name: arrays[f"set{i}"] for i, name in enumerate(model.sets)}
     for name, vecs in model.set_vectors_.items():
         if vecs.shape[0] != len(model.items_):
-            raise ValueError(f"{str(path / ARRAYS)!r} holds {vecs.shape[0]} vectors for set {name!r}; the catalogue "
+            raise ValidationError(f"{str(path / ARRAYS)!r} holds {vecs.shape[0]} vectors for set {name!r}; the catalogue "
                              f"has {len(model.items_)} items.")
     model.set_sources_ = dict(manifest.get("sources") or {})
     model.gen_names_ = [*model.generators, *model.sets]

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from featurestore.utils._validation import Interval, StrOptions, validate_params
+from featurestore.errors import ValidationError
 
 __all__ = ["Interactions", "user_vectors"]
 
@@ -36,11 +37,11 @@ _SPLIT_CONSTRAINTS = {"how": [StrOptions({"leave_last", "time"})], "cut": [Inter
 def _as_array(values: Any, what: str) -> np.ndarray:
     arr = np.asarray(values)
     if arr.ndim != 1:
-        raise ValueError(f"Interactions: {what} must be one-dimensional; got shape {arr.shape}.")
+        raise ValidationError(f"Interactions: {what} must be one-dimensional; got shape {arr.shape}.")
     if arr.dtype == object:
         bad = [i for i, v in enumerate(arr[:100_000]) if v is None or (isinstance(v, float) and np.isnan(v))]
         if bad:
-            raise ValueError(f"Interactions: {what} is missing at row {bad[0]} ({len(bad)} missing in all).")
+            raise ValidationError(f"Interactions: {what} is missing at row {bad[0]} ({len(bad)} missing in all).")
     return arr
 
 
@@ -65,29 +66,29 @@ class Interactions:
         time = _as_array(self.time, "time")
         n = len(user)
         if not (len(item) == len(time) == n):
-            raise ValueError(f"Interactions: user, item and time must have one value per event; got {n}, "
+            raise ValidationError(f"Interactions: user, item and time must have one value per event; got {n}, "
                              f"{len(item)} and {len(time)}.")
         if time.dtype.kind not in "iuf":
-            raise ValueError(f"Interactions: time must be numbers (e.g. Unix seconds); got dtype {time.dtype}.")
+            raise ValidationError(f"Interactions: time must be numbers (e.g. Unix seconds); got dtype {time.dtype}.")
         time = time.astype(np.float64)
         if not np.isfinite(time).all():
             row = int(np.flatnonzero(~np.isfinite(time))[0])
-            raise ValueError(f"Interactions: time at row {row} is {time[row].tolist()!r}; every event needs a finite time.")
+            raise ValidationError(f"Interactions: time at row {row} is {time[row].tolist()!r}; every event needs a finite time.")
         rating = None
         if self.rating is not None:
             rating = np.asarray(self.rating, dtype=np.float64)
             if rating.shape != (n,) or not np.isfinite(rating).all():
-                raise ValueError(f"Interactions: rating must hold {n} finite numbers.")
+                raise ValidationError(f"Interactions: rating must hold {n} finite numbers.")
         items = np.unique(item) if self.items is None else np.asarray(self.items)
         if len(np.unique(items)) != len(items):
-            raise ValueError("Interactions: the item catalogue names an item twice.")
+            raise ValidationError("Interactions: the item catalogue names an item twice.")
         items = np.sort(items)
         pos = np.searchsorted(items, item)
         pos_c = np.minimum(pos, max(len(items) - 1, 0))
         unknown = (pos >= len(items)) | (items[pos_c] != item) if len(items) else np.ones(n, bool)
         if n and unknown.any():
             row = int(np.flatnonzero(unknown)[0])
-            raise ValueError(f"Interactions: item {item[row].tolist()!r} (row {row}) is not in the item catalogue "
+            raise ValidationError(f"Interactions: item {item[row].tolist()!r} (row {row}) is not in the item catalogue "
                              f"({len(items)} items).")
         # one stable order: user, then time, then item id (the documented tie-break)
         order = np.lexsort((item, time, user))
@@ -103,7 +104,7 @@ class Interactions:
         """From a pandas DataFrame (or anything with ``__getitem__`` by column name) naming its columns."""
         missing = [c for c in (user, item, time, rating) if c is not None and c not in df.columns]
         if missing:
-            raise ValueError(f"Interactions.from_frame: no column(s) {missing}; the table has {list(df.columns)}.")
+            raise ValidationError(f"Interactions.from_frame: no column(s) {missing}; the table has {list(df.columns)}.")
         return cls(np.asarray(df[user]), np.asarray(df[item]), np.asarray(df[time]),
                    None if rating is None else np.asarray(df[rating]), None if items is None else np.asarray(items))
 
@@ -142,12 +143,12 @@ class Interactions:
         validate_params({"how": how, "cut": cut}, _SPLIT_CONSTRAINTS, "Interactions.split")
         if how == "time":
             if cut is None:
-                raise ValueError("Interactions.split(how='time') needs cut=<time>; events at time >= cut are the test.")
+                raise ValidationError("Interactions.split(how='time') needs cut=<time>; events at time >= cut are the test.")
             is_test = self.time >= cut
             seen = np.isin(self.user, np.unique(self.user[~is_test]))
             return self.subset(~is_test), self.subset(is_test & seen)
         if cut is not None:
-            raise ValueError(f"Interactions.split: cut={cut!r} is only for how='time'.")
+            raise ValidationError(f"Interactions.split: cut={cut!r} is only for how='time'.")
         last = self.last_positions()
         counts = np.diff(np.r_[-1, last])
         is_test = np.zeros(len(self), bool)

@@ -45,6 +45,7 @@ from featurestore.utils._validation import Constraint, DistinctNames, Interval, 
 
 from stackers.recommend._interactions import Interactions, user_vectors
 from stackers.evaluate._rank_metrics import as_row, coverage, paired_difference, per_user_metrics, resamples, summarize
+from featurestore.errors import InvalidTypeError, ValidationError
 
 __all__ = ["RecommenderStack", "RankEvaluation", "collaborative_vectors", "GENERATORS", "BASELINES"]
 
@@ -89,11 +90,6 @@ def collaborative_vectors(history: Interactions, dim: int = 64, *, random_state:
     r = max(1, min(dim, X.shape[0] - 1, X.shape[1] - 1))
     _, s, vt = randomized_svd(X, n_components=r, random_state=random_state, n_iter=7)
     return (vt.T * np.sqrt(s)).astype(np.float64)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, n, out=np.zeros_like(x, dtype=np.float64), where=n > 0)
 
 
 @dataclass
@@ -388,9 +384,9 @@ class RecommenderStack:
         """
         validate_params(self.get_params(), self._parameter_constraints, type(self).__name__)
         if not isinstance(train, Interactions):
-            raise TypeError(f"RecommenderStack.fit needs an Interactions table; got {type(train).__name__}.")
+            raise InvalidTypeError(f"RecommenderStack.fit needs an Interactions table; got {type(train).__name__}.")
         if not self.generators and not self.sets:
-            raise ValueError("RecommenderStack needs at least one generator or feature set to draw candidates from.")
+            raise ValidationError("RecommenderStack needs at least one generator or feature set to draw candidates from.")
         start = _time.perf_counter()
         self.items_ = train.items
         self.set_vectors_, self.set_sources_ = read_item_vectors(store, list(self.sets), train.items)
@@ -406,7 +402,7 @@ class RecommenderStack:
                 break
             stages.append((history, targets))
         if not stages:
-            raise ValueError("RecommenderStack needs users with at least 2 training events to learn its ranker; "
+            raise ValidationError("RecommenderStack needs users with at least 2 training events to learn its ranker; "
                              f"{len(train.users)} user(s) have fewer.")
         total = sum(len(t) for _, t in stages)
         with rich_progress("ranker data", total, enabled=progress_enabled(progress), unit="users") as bar:
@@ -509,7 +505,7 @@ class RecommenderStack:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "booster_"):
-            raise ValueError("This RecommenderStack is not fitted yet: call fit(train, store) first.")
+            raise ValidationError("This RecommenderStack is not fitted yet: call fit(train, store) first.")
 
     # -- evaluation -----------------------------------------------------------------------------------------------
     def evaluate(self, test: Interactions, *, k: int = 10, n_boot: int = 1000, random_state: int = 0,
@@ -525,7 +521,7 @@ class RecommenderStack:
                         {"k": [Interval(Integral, 1, None)], "n_boot": [Interval(Integral, 0, None)],
                          "random_state": [Interval(Integral, 0, None)]}, "RecommenderStack.evaluate")
         if not isinstance(test, Interactions):
-            raise TypeError(f"evaluate needs an Interactions table; got {type(test).__name__}.")
+            raise InvalidTypeError(f"evaluate needs an Interactions table; got {type(test).__name__}.")
         rows_all, known = self._rows_of(test.user)
         in_cat = np.isin(test.item, self.items_)
         skipped = {"unknown_user": int((~known).sum()), "unknown_item": int((known & ~in_cat).sum())}
@@ -600,7 +596,7 @@ def target_ranks(scores: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.
 def check_groups(groups: np.ndarray, n_rows: int) -> None:
     """LambdaRank's query groups must tile the rows exactly: positive sizes that add up to the row count."""
     if groups.ndim != 1 or (groups <= 0).any() or int(groups.sum()) != n_rows:
-        raise ValueError(f"ranker groups must be positive sizes adding up to {n_rows} rows; got {len(groups)} "
+        raise ValidationError(f"ranker groups must be positive sizes adding up to {n_rows} rows; got {len(groups)} "
                          f"groups adding up to {int(groups.sum())}.")
 
 
@@ -637,32 +633,32 @@ def read_item_vectors(store: Any, names: list[str], items: np.ndarray
     if not names:
         return {}, {}
     if store is None:
-        raise ValueError(f"RecommenderStack.fit needs the store that holds the feature sets {names}.")
+        raise ValidationError(f"RecommenderStack.fit needs the store that holds the feature sets {names}.")
     from featurestore.search._search import load_matrix
 
     vectors, sources = {}, {}
     for name in names:
         fs = store.get(name)
         if str(fs.manifest.spec.get("encoder", "")).startswith("svd:"):
-            raise ValueError(
+            raise ValidationError(
                 f"Feature set {name!r} holds collaborative vectors learned from interactions "
                 f"({fs.manifest.spec['encoder']}); as a fixed input it would tell the ranker's training stage about "
                 "its own targets.\n  Help: leave it out of sets; the 'svd' generator is refitted on each stage's "
                 "history.")
         if len(fs.manifest.key) != 1:
-            raise ValueError(f"Feature set {name!r} has a compound key {fs.manifest.key}; item sets need one key.")
+            raise ValidationError(f"Feature set {name!r} has a compound key {fs.manifest.key}; item sets need one key.")
         m = load_matrix(fs, unit=True)
         keys = m.keys.column(0).to_numpy(zero_copy_only=False)
         try:
             keys = keys.astype(items.dtype) if keys.dtype != items.dtype else keys
         except (TypeError, ValueError):
-            raise ValueError(f"Feature set {name!r} has {keys.dtype} keys; the interactions' items are "
+            raise ValidationError(f"Feature set {name!r} has {keys.dtype} keys; the interactions' items are "
                              f"{items.dtype}.") from None
         pos = np.searchsorted(items, keys)
         pos_c = np.minimum(pos, len(items) - 1)
         hit = (pos < len(items)) & (items[pos_c] == keys)
         if not hit.any():
-            raise ValueError(f"Feature set {name!r} holds none of the {len(items)} catalogue items (its keys look "
+            raise ValidationError(f"Feature set {name!r} holds none of the {len(items)} catalogue items (its keys look "
                              f"like {keys[:3].tolist()}; the items like {items[:3].tolist()}).")
         out = np.zeros((len(items), m.vectors.shape[1]))
         out[pos[hit]] = np.asarray(m.vectors[hit], dtype=np.float64)

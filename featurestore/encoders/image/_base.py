@@ -27,12 +27,13 @@ from featurestore.utils._progress import progress_enabled, rich_progress
 from featurestore.encoders._base import Encoder, check_positive_int
 from featurestore.encoders.image._io import load_image, to_rgb
 from featurestore.encoders.runtime._run_plan import RunPlan, plan_run
+from featurestore.errors import ValidationError
 
-__all__ = ["ImageEncoder", "IMAGE_OPTIONS", "ImageSource", "check_image_options", "loaded_model", "run_model",
+__all__ = ["ImageEncoder", "IMAGE_OPTIONS", "ImageInput", "check_image_options", "loaded_model", "run_model",
            "state_dict_sha256"]
 
 #: a path, the file's bytes, or an already decoded PIL image
-ImageSource = Any
+ImageInput = Any
 
 #: the options every image encoder accepts (``layer`` is a stage name, e.g. "features.6")
 IMAGE_OPTIONS = ("device", "batch_size", "normalize", "layer", "pooling", "dtype", "precision", "allow_download",
@@ -54,7 +55,7 @@ def check_image_options(owner: str, *, device: str | None, batch_size: int | Non
     check_positive_int(owner, "batch_size", batch_size)
     check_positive_int(owner, "max_pixels", max_pixels, allow_none=False)
     if device is not None and not isinstance(device, str):
-        raise ValueError(f"The 'device' parameter of {owner} must be a str or None. Got {device!r} instead.")
+        raise ValidationError(f"The 'device' parameter of {owner} must be a str or None. Got {device!r} instead.")
 
 
 class ImageEncoder(Encoder):
@@ -99,7 +100,7 @@ class ImageEncoder(Encoder):
 
     # -- for users: sources in, vectors out -----------------------------------------------------------------
 
-    def encode(self, images: ImageSource | Sequence[ImageSource], *, batch_size: int | None = None,
+    def encode(self, images: ImageInput | Sequence[ImageInput], *, batch_size: int | None = None,
                progress: bool | None = None) -> np.ndarray:  # type: ignore[override]
         """Vectors for ``images`` (paths, bytes or PIL images) in order: ``(n, dim)``, ``(dim,)`` for one image.
 
@@ -114,11 +115,11 @@ class ImageEncoder(Encoder):
     def _encode_list(self, texts: list[str], *, batch_size: int | None, progress: bool) -> np.ndarray:
         return self._encode_sources(texts, batch_size=batch_size, progress=progress)  # strs are paths here
 
-    def encode_batches(self, chunks: Iterable[Sequence[ImageSource]]) -> Iterator[np.ndarray]:
+    def encode_batches(self, chunks: Iterable[Sequence[ImageInput]]) -> Iterator[np.ndarray]:
         for chunk in chunks:
             yield self._encode_sources(list(chunk), batch_size=None, progress=False)
 
-    def encode_batches_with(self, others: Sequence[Encoder], chunks: Iterable[Sequence[ImageSource]]
+    def encode_batches_with(self, others: Sequence[Encoder], chunks: Iterable[Sequence[ImageInput]]
                             ) -> Iterator[list[np.ndarray]]:
         """Per chunk of sources, the vectors of self and ``others``: decoded once, one pass where shared."""
         if not all(self.shares_preprocess(o) for o in others):
@@ -131,19 +132,19 @@ class ImageEncoder(Encoder):
             yield [np.concatenate([p[j] for p in parts]) if parts else self._empty(e)
                    for j, e in enumerate([self, *others])]
 
-    def pixels(self, sources: Sequence[ImageSource]) -> Any:
+    def pixels(self, sources: Sequence[ImageInput]) -> Any:
         """Decode and preprocess ``sources`` into one ``(n, C, H, W)`` float32 tensor (in this process)."""
         torch = import_optional("torch", extra="vision", what="Image encoders")
         transform = self.preprocess
         tensors = [transform(self._decode(s)) for s in sources]
         return torch.stack(tensors) if tensors else torch.empty((0, 3, 1, 1))
 
-    def _decode(self, source: ImageSource) -> Any:
+    def _decode(self, source: ImageInput) -> Any:
         if hasattr(source, "mode") and hasattr(source, "size") and hasattr(source, "convert"):  # a PIL image
             return to_rgb(source)
         return load_image(source, max_pixels=self.max_pixels)
 
-    def _encode_sources(self, sources: list[ImageSource], *, batch_size: int | None, progress: bool) -> np.ndarray:
+    def _encode_sources(self, sources: list[ImageInput], *, batch_size: int | None, progress: bool) -> np.ndarray:
         out = self._empty(self, len(sources))
         step = batch_size or self.default_batch_size()
         with rich_progress("encoding", len(sources), enabled=progress, unit="images") as report:

@@ -26,7 +26,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from featurestore.utils._optional import import_optional
-from featurestore.errors import ImageDecodeError
+from featurestore.errors import ImageDecodeError, InvalidTypeError, ValidationError
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -56,7 +56,7 @@ def load_image(source: str | os.PathLike[str] | bytes | bytearray | memoryview, 
     ``source`` that is neither a path nor bytes.
     """
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ValueError(f"The 'max_pixels' parameter of load_image must be a positive int. Got {max_pixels!r} "
+        raise ValidationError(f"The 'max_pixels' parameter of load_image must be a positive int. Got {max_pixels!r} "
                          "instead.")
     Image = _pil()
     where: str | None = None
@@ -66,7 +66,7 @@ def load_image(source: str | os.PathLike[str] | bytes | bytearray | memoryview, 
         where = os.fspath(source)
         data = read_image_bytes(where)
     else:
-        raise TypeError(f"An image source is a path or bytes. Got {type(source).__name__} instead.")
+        raise InvalidTypeError(f"An image source is a path or bytes. Got {type(source).__name__} instead.")
     if not data:
         raise ImageDecodeError("zero-byte file", where)
     with warnings.catch_warnings():

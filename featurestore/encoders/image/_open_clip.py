@@ -37,11 +37,11 @@ from featurestore.encoders.image._base import (
     state_dict_sha256)
 from featurestore.encoders.image._io import MAX_PIXELS
 from featurestore.encoders.runtime._model_lookup import downloads_allowed
-from featurestore.encoders._registry import register
+from featurestore.encoders._registry import register_factory
 from featurestore.encoders.runtime._run_plan import RunPlan, plan_run
-from featurestore.errors import EncoderNotAvailableError
+from featurestore.errors import EncoderNotAvailableError, ValidationError
 
-__all__ = ["OpenClipEncoder", "OpenClipImageEncoder", "OpenClipTextEncoder"]
+__all__ = ["OpenClipImageEncoder", "OpenClipTextEncoder", "open_clip_encoder"]
 
 _OWNER = "open_clip encoders"
 MODALITIES = ("image", "text")
@@ -77,17 +77,17 @@ class _Model:
         if model.startswith("hf-hub:"):
             self.kind, self.arch = "hf-hub", model
             if not model[len("hf-hub:"):].strip("/"):
-                raise ValueError("'open_clip:hf-hub:' names no repository (e.g. 'open_clip:hf-hub:org/repo').")
+                raise ValidationError("'open_clip:hf-hub:' names no repository (e.g. 'open_clip:hf-hub:org/repo').")
             return
         arch, at, file = model.partition("@")
         if at:
             if not file:
-                raise ValueError(f"'open_clip:{model}' names no checkpoint file after '@'.")
+                raise ValidationError(f"'open_clip:{model}' names no checkpoint file after '@'.")
             self.kind, self.arch, self.file = "file", arch, Path(file).expanduser()
         else:
             arch, _, tag = arch.partition("/")
             if not tag:
-                raise ValueError(f"'open_clip:{model}' names no weights: use 'open_clip:{arch}/<pretrained tag>', "
+                raise ValidationError(f"'open_clip:{model}' names no weights: use 'open_clip:{arch}/<pretrained tag>', "
                                  f"'open_clip:{arch}@<checkpoint file>' or 'open_clip:{arch}/random'.")
             self.arch = arch
             if tag == "random" or (tag.startswith("random-") and tag[7:].isdigit()):
@@ -96,13 +96,13 @@ class _Model:
                 self.kind, self.tag = "tag", tag
         oc = _open_clip()
         if oc.get_model_config(self.arch) is None:
-            raise ValueError(f"Unknown open_clip arch {self.arch!r} in 'open_clip:{model}'. Known: "
+            raise ValidationError(f"Unknown open_clip arch {self.arch!r} in 'open_clip:{model}'. Known: "
                              "open_clip.list_models(); add your own with open_clip.add_model_config(path).")
         if self.kind == "tag":
             self.tag_cfg = dict(oc.get_pretrained_cfg(self.arch, self.tag) or {})
             if not self.tag_cfg:
                 tags = oc.list_pretrained_tags_by_model(self.arch)
-                raise ValueError(f"Unknown pretrained tag {self.tag!r} for {self.arch!r}. Tags: "
+                raise ValidationError(f"Unknown pretrained tag {self.tag!r} for {self.arch!r}. Tags: "
                                  f"{', '.join(tags) or 'none'}; or '@<checkpoint file>', or 'random'.")
 
     @property
@@ -303,10 +303,10 @@ class OpenClipImageEncoder(_OpenClipBase, ImageEncoder):
         check_choice(_OWNER, "pooling", pooling, (None, *IMAGE_POOLINGS))
         layer = None if layer == "model" else layer
         if layer is not None and (isinstance(layer, bool) or not isinstance(layer, (int, np.integer))):
-            raise ValueError(f"The 'layer' parameter of {_OWNER} must be a block index (int) or None. Got {layer!r}"
+            raise ValidationError(f"The 'layer' parameter of {_OWNER} must be a block index (int) or None. Got {layer!r}"
                              " instead.")
         if layer is None and pooling is not None:
-            raise ValueError(f"The 'pooling' parameter of {_OWNER} applies to a block (layer=k); the tower's output "
+            raise ValidationError(f"The 'pooling' parameter of {_OWNER} applies to a block (layer=k); the tower's output "
                              f"is pooled by the model. Got pooling={pooling!r} without a layer.")
         self._setup(model, device=device, normalize=normalize, dtype=dtype, precision=precision,
                     allow_download=allow_download)
@@ -331,7 +331,7 @@ class OpenClipImageEncoder(_OpenClipBase, ImageEncoder):
         if n is None:
             return self.layer
         if not -n <= self.layer < n:
-            raise ValueError(f"The 'layer' parameter of {_OWNER} must be in [{-n}, {n - 1}] for {self.name!r} "
+            raise ValidationError(f"The 'layer' parameter of {_OWNER} must be in [{-n}, {n - 1}] for {self.name!r} "
                              f"({n} blocks). Got {self.layer} instead.")
         return self.layer % n
 
@@ -418,11 +418,11 @@ class OpenClipTextEncoder(_OpenClipBase, Encoder):
                  normalize: bool | None = None, dtype: str = "float32", precision: str = "auto",
                  allow_download: bool = False, layer: Any = None, pooling: Any = None) -> None:
         if layer not in (None, "model") or pooling is not None:
-            raise ValueError(f"Layers of the open_clip text tower are not offered: {_OWNER} take layer=None and "
+            raise ValidationError(f"Layers of the open_clip text tower are not offered: {_OWNER} take layer=None and "
                              f"pooling=None for modality='text'. Got layer={layer!r}, pooling={pooling!r}.")
         check_positive_int(_OWNER, "batch_size", batch_size)
         if device is not None and not isinstance(device, str):
-            raise ValueError(f"The 'device' parameter of {_OWNER} must be a str or None. Got {device!r} instead.")
+            raise ValidationError(f"The 'device' parameter of {_OWNER} must be a str or None. Got {device!r} instead.")
         self._setup(model, device=device, normalize=normalize, dtype=dtype, precision=precision,
                     allow_download=allow_download)
         self.batch_size = batch_size
@@ -476,48 +476,29 @@ def _options_from_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
-@register("open_clip")
-class OpenClipEncoder(Encoder):
-    """``get_encoder("open_clip:<...>", modality="image"|"text")``: builds the image or the text tower's encoder.
+def _availability() -> tuple[bool, str]:
+    """For ``featurestore encoders ls``: open_clip here; pretrained tags need their files in a local cache."""
+    import importlib.util
 
-    Registered under one key so that both towers of a model have one name; the instance is an
-    ``OpenClipImageEncoder`` or an ``OpenClipTextEncoder``.
+    missing = [m for m in ("torch", "open_clip", "PIL") if importlib.util.find_spec(m) is None]
+    if missing:
+        return False, f"missing {', '.join(missing)}: pip install 'featurestore[clip]'"
+    return True, ("random init and local checkpoints; pretrained tags and hf-hub repos only when already in the "
+                  "Hugging Face cache (no CLIP weights ship on PyPI)")
+
+
+@register_factory("open_clip", options=tuple(dict.fromkeys((*OpenClipImageEncoder.options,
+                                                            *OpenClipTextEncoder.options))),
+                  modalities=MODALITIES, availability=_availability, options_from_spec=_options_from_spec)
+def open_clip_encoder(model: str, *, modality: str = "image", **options: Any) -> Encoder:
+    """``get_encoder("open_clip:<...>", modality="image"|"text")``: the image or the text tower's encoder.
+
+    Registered under one key so that both towers of a model have one name.
     """
-
-    options = tuple(dict.fromkeys((*OpenClipImageEncoder.options, *OpenClipTextEncoder.options)))
-    modality = "image"
-    modalities = MODALITIES
-
-    @classmethod
-    def availability(cls) -> tuple[bool, str]:
-        """For ``featurestore encoders ls``: open_clip here; pretrained tags need their files in a local cache."""
-        import importlib.util
-
-        missing = [m for m in ("torch", "open_clip", "PIL") if importlib.util.find_spec(m) is None]
-        if missing:
-            return False, f"missing {', '.join(missing)}: pip install 'featurestore[clip]'"
-        return True, ("random init and local checkpoints; pretrained tags and hf-hub repos only when already in the "
-                      "Hugging Face cache (no CLIP weights ship on PyPI)")
-
-    def __new__(cls, model: str, *, modality: str = "image", **options: Any) -> Any:  # type: ignore[misc]
-        check_choice(_OWNER, "modality", modality, MODALITIES)
-        if modality == "text":
-            for image_only in ("max_pixels",):
-                if image_only in options:
-                    raise ValueError(f"The {image_only!r} option of {_OWNER} is for modality='image'.")
-            return OpenClipTextEncoder(model, **options)
-        return OpenClipImageEncoder(model, **options)
-
-    @classmethod
-    def options_from_spec(cls, spec: Mapping[str, Any]) -> dict[str, Any]:
-        return _options_from_spec(spec)
-
-    # never instantiated: __new__ returns a tower encoder
-    dim = 0  # type: ignore[assignment]
-
-    def spec(self) -> dict[str, Any]:  # pragma: no cover
-        raise NotImplementedError
-
-    def _encode_list(self, texts: list[str], *, batch_size: int | None,
-                     progress: bool) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
+    check_choice(_OWNER, "modality", modality, MODALITIES)
+    if modality == "text":
+        for image_only in ("max_pixels",):
+            if image_only in options:
+                raise ValidationError(f"The {image_only!r} option of {_OWNER} is for modality='image'.")
+        return OpenClipTextEncoder(model, **options)
+    return OpenClipImageEncoder(model, **options)

@@ -38,7 +38,7 @@ from featurestore.encoders.image._base import (
 from featurestore.encoders.image._io import MAX_PIXELS
 from featurestore.encoders.runtime._model_lookup import downloads_allowed
 from featurestore.encoders._registry import register
-from featurestore.errors import EncoderNotAvailableError
+from featurestore.errors import EncoderNotAvailableError, ValidationError
 
 __all__ = ["TorchvisionEncoder", "PACKAGED_WEIGHTS"]
 
@@ -73,22 +73,22 @@ class TorchvisionEncoder(ImageEncoder):
         check_choice(_OWNER, "pooling", pooling, (None, *POOLINGS))
         layer = None if layer == "model" else layer  # "model": the model's own pooled output, as for text layers
         if layer is not None and (not isinstance(layer, str) or not layer):
-            raise ValueError(f"The 'layer' parameter of {_OWNER} must be a module name such as 'features.6' "
+            raise ValidationError(f"The 'layer' parameter of {_OWNER} must be a module name such as 'features.6' "
                              f"or None (the pooled last stage). Got {layer!r} instead.")
         if layer is None and pooling is not None:
-            raise ValueError(f"The 'pooling' parameter of {_OWNER} applies to a named stage (layer='features.6'); "
+            raise ValidationError(f"The 'pooling' parameter of {_OWNER} applies to a named stage (layer='features.6'); "
                              f"the last stage is pooled by the model itself. Got pooling={pooling!r} without a layer.")
         self.arch, self.weights, self.weights_file, self.seed = _parse_name(model)
         tv = _torchvision()
         known = tv.models.list_models(module=tv.models)
         if self.arch not in known:
             close = [m for m in known if m.split("_")[0] == self.arch.split("_")[0]][:8]
-            raise ValueError(f"Unknown torchvision classification model {self.arch!r} in 'torchvision:{model}'. "
+            raise ValidationError(f"Unknown torchvision classification model {self.arch!r} in 'torchvision:{model}'. "
                              f"{'Close: ' + ', '.join(close) + '. ' if close else ''}"
                              "All: torchvision.models.list_models(module=torchvision.models).")
         self._enum = tv.models.get_model_weights(self.arch)
         if self.weights not in ("file", "random") and self.weights not in self._enum.__members__:
-            raise ValueError(f"Unknown weights tag {self.weights!r} for {self.arch!r}. Tags: "
+            raise ValidationError(f"Unknown weights tag {self.weights!r} for {self.arch!r}. Tags: "
                              f"{', '.join(k for k in self._enum.__members__ if k != 'DEFAULT')}, or 'random'.")
         self.device, self.batch_size, self.precision = device, batch_size, precision
         self.max_pixels = max_pixels
@@ -249,12 +249,12 @@ def _parse_name(model: str) -> tuple[str, str, str | None, int]:
     arch, at, file = model.partition("@")
     if at:
         if not file:
-            raise ValueError(f"'torchvision:{model}' names no weights file after '@'.")
+            raise ValidationError(f"'torchvision:{model}' names no weights file after '@'.")
         return arch.strip(), "file", file, 0
     arch, _, tag = model.partition("/")
     tag = tag or _DEFAULT_TAG
     if not arch:
-        raise ValueError("A torchvision encoder name looks like 'torchvision:mobilenet_v2' (IMAGENET1K_V1 weights), "
+        raise ValidationError("A torchvision encoder name looks like 'torchvision:mobilenet_v2' (IMAGENET1K_V1 weights), "
                          "'torchvision:resnet50/IMAGENET1K_V2', 'torchvision:mobilenet_v2/random' or "
                          "'torchvision:mobilenet_v2@/path/weights.pth'. Got an empty arch.")
     match = _RANDOM.fullmatch(tag)
@@ -340,7 +340,7 @@ def _last_linear(model: Any) -> tuple[str, Any]:
     torch = import_optional("torch", extra="vision", what="torchvision encoders")
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     if not linears:
-        raise ValueError(f"{type(model).__name__} has no Linear classifier: pick a stage with layer='<module name>'.")
+        raise ValidationError(f"{type(model).__name__} has no Linear classifier: pick a stage with layer='<module name>'.")
     return linears[-1]
 
 
@@ -355,7 +355,7 @@ def _stage_modules(model: Any, layers: set[str | None]) -> dict[str | None, Any]
             out[layer] = modules[layer]
         else:
             stages = [n for n in modules if n and n.count(".") <= 1]
-            raise ValueError(f"No module {layer!r} in {type(model).__name__}. Stages: {', '.join(stages[:40])}"
+            raise ValidationError(f"No module {layer!r} in {type(model).__name__}. Stages: {', '.join(stages[:40])}"
                              f"{' ...' if len(stages) > 40 else ''}.")
     return out
 

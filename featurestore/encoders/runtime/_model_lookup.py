@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from featurestore.utils._optional import import_optional, install_hint, library_version
-from featurestore.errors import EncoderNotAvailableError
+from featurestore.errors import EncoderNotAvailableError, ValidationError
 
 __all__ = ["ResolvedModel", "resolve_model", "downloads_allowed"]
 
@@ -47,7 +47,7 @@ def downloads_allowed(allow_download: bool) -> bool:
 def resolve_model(model: str, *, allow_download: bool = False) -> ResolvedModel:
     """Local files for ``model`` (a directory or a hub id), or EncoderNotAvailableError saying how to get them."""
     if not model or not model.strip():
-        raise ValueError(
+        raise ValidationError(
             "A sentence-transformers encoder needs a model: 'sentence-transformers:<hub id or directory>', "
             "e.g. 'sentence-transformers:all-MiniLM-L6-v2'."
         )

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.encoders._base import DTYPES, TEXT_OPTIONS, Encoder, check_choice, l2_normalize
+from featurestore.utils._vectors import unit_rows
+from featurestore.encoders._base import DTYPES, TEXT_OPTIONS, Encoder, check_choice
 from featurestore.encoders._registry import register
+from featurestore.errors import ValidationError
 
 __all__ = ["HashEncoder"]
 
@@ -49,12 +51,12 @@ class HashEncoder(Encoder):
         except ValueError:
             dim = 0
         if not 1 <= dim <= _MAX_DIM or str(model).strip() != str(dim):
-            raise ValueError(f"The hash encoder is named 'hash:<dim>' with 1 <= dim <= {_MAX_DIM}. Got {model!r}.")
+            raise ValidationError(f"The hash encoder is named 'hash:<dim>' with 1 <= dim <= {_MAX_DIM}. Got {model!r}.")
         check_choice(owner, "dtype", dtype, DTYPES)
         check_choice(owner, "normalize", normalize, (None, True, False))
         for param, value in (("layer", layer), ("pooling", pooling)):
             if value is not None:
-                raise ValueError(f"The {param!r} parameter of {owner} must be None: it has no layers. Got {value!r}.")
+                raise ValidationError(f"The {param!r} parameter of {owner} must be None: it has no layers. Got {value!r}.")
         self.name = f"hash:{model}"
         self._dim = dim
         self._dtype = dtype
@@ -81,7 +83,7 @@ class HashEncoder(Encoder):
         for i, text in enumerate(texts):
             out[i] = _text_vector(text, self._dim)
         if self._normalize:
-            l2_normalize(out)
+            unit_rows(out)
         return out.astype(self._dtype, copy=False)
 
 

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from featurestore.utils._vectors import unit_rows
 from featurestore.utils._optional import import_optional
-from featurestore.encoders._base import l2_normalize
 from featurestore.encoders.text._batching import TextTokenizer
 from featurestore.encoders.text._pooling import Head, pool
-from featurestore.errors import EncoderNotAvailableError
+from featurestore.errors import EncoderNotAvailableError, ValidationError
 
 __all__ = ["OnnxExport", "OnnxRunner", "MODEL_FILE", "INT8_FILE", "TOKENIZER_FILE", "META_FILE"]
 
@@ -64,7 +64,7 @@ class OnnxRunner:
 
     def __init__(self, export: OnnxExport, *, int8: bool, heads: Sequence[Head], threads: int) -> None:
         if not heads or any(h.layer is None for h in heads):
-            raise ValueError("The ONNX backend pools hidden states: every head needs a layer.")
+            raise ValidationError("The ONNX backend pools hidden states: every head needs a layer.")
         ort = import_optional("onnxruntime", extra="onnx", what="The ONNX backend")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -100,7 +100,7 @@ class OnnxRunner:
         parts = []
         for head in self._heads:
             vectors = pool(hidden[f"hidden_{head.layer}"], feed["attention_mask"], head.modes)
-            parts.append(l2_normalize(vectors) if head.normalize else vectors)
+            parts.append(unit_rows(vectors) if head.normalize else vectors)
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
     def collect(self, handle: np.ndarray) -> np.ndarray:

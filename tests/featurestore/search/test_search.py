@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 import featurestore
-from featurestore.search import _search
+from featurestore.search import _matrix, _scoring
 from featurestore.errors import SpecMismatchError, ValidationError
 
 
@@ -73,8 +73,8 @@ def test_blocks_and_rounding_slack_keep_exact_answers(store, monkeypatch):
     store.write("v", {"id": np.arange(5000), "embedding": matrix}, spec={"encoder": "external:test"})
     queries = rng.standard_normal((3, 16)).astype(np.float32)
     whole = store.search("v", queries, k=25)
-    monkeypatch.setattr(_search, "BLOCK_ROWS", 700)
-    monkeypatch.setattr(_search, "_SCORE_BYTES", 1)
+    monkeypatch.setattr(_scoring, "BLOCK_ROWS", 700)
+    monkeypatch.setattr(_scoring, "_SCORE_BYTES", 1)
     assert store.search("v", queries, k=25).equals(whole)
     for i, q in enumerate(queries):
         want, _ = brute_force(matrix, list(range(5000)), q, 25, "cosine")
@@ -186,7 +186,7 @@ def test_a_damaged_cache_is_rebuilt(store, tied):
     vdir = store.get("tied").path
     npy = next(p for p in vdir.iterdir() if p.name.endswith(".npy"))
     npy.write_bytes(npy.read_bytes()[:200])  # truncated
-    _search._MATRICES.clear()
+    _matrix._MATRICES.clear()
     assert store.search("tied", matrix[5], k=5).equals(first)
 
 
