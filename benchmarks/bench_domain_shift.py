@@ -56,9 +56,10 @@ def labels(frame, label: str) -> np.ndarray:
 
 def run_pair(df, source: str, target: str, *, rows: int, label: str, n_boot: int, oracle: bool,
              cache: Path, seed: int = 0) -> dict[str, Any]:
-    import stackers
     from sklearn.model_selection import train_test_split
-    from stackers.evaluate._metrics import bootstrap_indices, bootstrap_scores, interval, score
+
+    import stackers
+    from stackers.evaluate import bootstrap_indices, bootstrap_scores, interval, score
 
     src, tgt = department(df, source, rows, seed), department(df, target, rows, seed)
     y_src, y_tgt = labels(src, label), labels(tgt, label)

@@ -74,6 +74,7 @@ def hand_model():
     """The user's model: torchvision's MobileNetV2 with the same ImageNet weights, features out (classifier dropped)."""
     import torch
     import torchvision
+
     from featurestore.encoders import get_encoder
 
     encoder = get_encoder(MODEL)
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from featurestore.encoders import get_encoder
-    from pipelines.embedding._images import default_workers
+    from pipelines.embedding import default_workers
 
     header("torch", "torchvision", "pillow", "numpy")
     workers = [None] if args.workers == "auto" else [int(w) for w in args.workers.split(",")]

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featurestore.encoders.runtime._run_plan import native_cpu_precision
+from featurestore.encoders.runtime import native_cpu_precision
 
 from ._common import header, median_time
 
@@ -35,7 +35,7 @@ MODEL = "sentence-transformers:all-MiniLM-L6-v2"
 
 def sentences(n: int, unit: str = "sentence") -> list[str]:
     """``n`` real texts in a fixed order: review sentences (~13 words) or whole reviews (~60 words)."""
-    from pipelines.sources._datasets import clothing_reviews
+    from pipelines.sources import clothing_reviews
 
     reviews = clothing_reviews()["Review Text"].dropna().tolist()
     out: list[str] = []

@@ -76,7 +76,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from featurestore.encoders import get_encoder
-    from featurestore.encoders.runtime._run_plan import cpu_threads
+    from featurestore.encoders.runtime import cpu_threads
 
     threads = cpu_threads()
     torch.set_num_threads(threads)  # ONNX Runtime gets the same count from the encoder

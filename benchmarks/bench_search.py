@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 import featurestore
-from featurestore.storage._format import fixed_size_list
+from featurestore.storage import fixed_size_list
 
 from ._common import header, median_time
 
@@ -158,7 +158,7 @@ def run_ann(store: featurestore.Store, name: str, queries: np.ndarray, label: st
 def run_minilm(args: argparse.Namespace, tmp: Path) -> None:
     """ANN on real all-MiniLM-L6-v2 vectors of ``--minilm`` demo reviews; 300 other reviews are the queries."""
     import pipelines
-    from pipelines.demos._reviews import demo_tables
+    from pipelines.demos import demo_tables
 
     source, _, _ = demo_tables(args.minilm + 300, seed=0)
     store = featurestore.open(tmp / "minilm")

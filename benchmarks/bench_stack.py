@@ -69,7 +69,7 @@ def cpu_model() -> str:
 
 def review_frame():
     """The clothing reviews that have a review text, with ``text`` = title + ". " + review as the demo builds it."""
-    from pipelines.sources._datasets import clothing_reviews
+    from pipelines.sources import clothing_reviews
 
     df = clothing_reviews()
     df = df[df["Review Text"].notna()].copy()
@@ -242,7 +242,7 @@ def run_task(task: Task, *, repeat: int, n_boot: int, variants: dict[str, bool] 
              seed: int = 0) -> dict[str, Any]:
     """Fit both stacks ``repeat`` times (alternating, median time), the tuned singles once; print the task's lines."""
     import stackers
-    from stackers.evaluate._metrics import bootstrap_indices, bootstrap_scores, interval, score
+    from stackers.evaluate import bootstrap_indices, bootstrap_scores, interval, score
 
     print(task.describe(), flush=True)
     X_train = np.hstack(list(task.train.values()))

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import featurestore
-from featurestore.storage._format import fixed_size_list
+from featurestore.storage import fixed_size_list
 
 from ._common import header, median_time
 

@@ -10,20 +10,30 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from featurestore.query._catalog import CATALOG, STALE_MARKER, Broken, reader_connection, write_catalog
-from featurestore.ops._doctor import DoctorReport, doctor as _doctor
-from featurestore.query._featureset import FeatureSet
-from featurestore.query._partitions import check_present
-from featurestore.storage._manifest import now, read_manifest
-from featurestore.storage._atomic import atomic_write_text
-from featurestore.storage._layout import FORMAT, MARKER, check_store_format, list_versions, models_dir, set_dir, sets_dir, version_dir
-from featurestore.storage._names import validate_name
-from featurestore.query._sql import Result, check_read_only
-from featurestore.utils._validation import Interval, validate_params
-from featurestore.storage._writer import Writer
-from featurestore.ops import _diff, _drop
-from featurestore.query import _time_travel
 from featurestore.errors import CorruptStoreError, FeatureSetNotFoundError, FeatureStoreError
+from featurestore.ops import _diff, _drop
+from featurestore.ops._doctor import DoctorReport
+from featurestore.ops._doctor import doctor as _doctor
+from featurestore.query import _time_travel
+from featurestore.query._catalog import CATALOG, STALE_MARKER, Broken, reader_connection, write_catalog
+from featurestore.query._featureset import FeatureSet
+from featurestore.query._sql import Result, check_read_only
+from featurestore.storage._atomic import atomic_write_text
+from featurestore.storage._layout import (
+    FORMAT,
+    MARKER,
+    check_store_format,
+    list_versions,
+    models_dir,
+    set_dir,
+    sets_dir,
+    version_dir,
+)
+from featurestore.storage._manifest import now, read_manifest
+from featurestore.storage._names import validate_name
+from featurestore.storage._partitions import check_present
+from featurestore.storage._writer import Writer
+from featurestore.utils._validation import Interval, validate_params
 
 if TYPE_CHECKING:
     from featurestore.ops._drift import DriftResult

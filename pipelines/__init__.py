@@ -7,10 +7,8 @@
 >>> pipelines.predict("reviews_class", store, "new_reviews.parquet", text="review")  # embeds the rows sets lack
 """
 
-from pipelines.embedding._images import embed_images
-from pipelines.embedding._runner import EmbedResult, embed, embed_layers, layer_name
-from pipelines.jobs._serve import NotRecomputableWarning, predict
-from pipelines.embedding._spec import JobSpec, run_job
+from pipelines.embedding import EmbedResult, JobSpec, embed, embed_images, embed_layers, layer_name, run_job
+from pipelines.jobs import NotRecomputableWarning, predict
 from pipelines.sources import ImageSource, TableSource
 
 __all__ = ["embed", "embed_layers", "EmbedResult", "JobSpec", "run_job", "layer_name", "TableSource", "predict",

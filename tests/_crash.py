@@ -20,8 +20,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -173,6 +174,7 @@ def write_source(path: Path, ids, salt: int = 0) -> Path:
 def source_expectation(path: Path, dim: int = DIM) -> tuple[dict[int, np.ndarray], set[int]]:
     """key -> vector for the source's good rows (what a complete job must hold), and the keys of its bad rows."""
     import pyarrow.parquet as pq
+
     from featurestore.encoders import get_encoder
 
     t = pq.read_table(path)
@@ -187,8 +189,9 @@ def source_expectation(path: Path, dim: int = DIM) -> tuple[dict[int, np.ndarray
 def source_hashes(path: Path, dim: int = DIM) -> dict[int, str]:
     """key -> the content_hash a job stores for each good row (text under the encoder spec's fingerprint)."""
     import pyarrow.parquet as pq
-    from featurestore.storage import _format as fmt
+
     from featurestore.encoders import get_encoder
+    from featurestore.storage import _format as fmt
 
     t = pq.read_table(path)
     good = [(k, s) for k, s in zip(t.column("id").to_pylist(), t.column("review").to_pylist()) if s is not None and s.strip()]
@@ -273,10 +276,10 @@ def _job_multi(store, data: str) -> None:
     # The hash encoder has no layers, so embed_layers() refuses it; this is the same one-pass, several-sets
     # runner that embed_layers uses, with two encoders (two feature sets) instead of two layers.
     from featurestore.encoders import get_encoder
-    from pipelines.embedding._runner import _run
+    from pipelines.embedding._text import run_text
 
     targets = [(name, get_encoder(enc), (enc, {})) for name, enc in (("ra", "hash:16"), ("rb", "hash:8"))]
-    _run(store, Path(data) / "source.parquet", targets,
+    run_text(store, Path(data) / "source.parquet", targets,
          key="id", text="review", version="auto", chunk_rows=25, partition_rows=50, progress=False,
          on_progress=None, lock_timeout=60.0, limit=None)
 

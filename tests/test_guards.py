@@ -28,7 +28,6 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-import featurestore
 import featurestore.storage._atomic as manifest_module  # manifests are replaced through its atomic_write_text
 import pipelines
 from featurestore import FeatureSetNotFoundError, FeatureStoreError, ReadOnlyQueryError

@@ -353,7 +353,6 @@ class StoreMachine(RuleBasedStateMachine):
 
     def _check_j(self, store):
         from featurestore.encoders import get_encoder
-
         from featurestore.storage import _format as fmt
 
         enc = get_encoder("hash:16")

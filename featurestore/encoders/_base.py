@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from featurestore.utils._progress import progress_enabled
 from featurestore.errors import InvalidTypeError, ValidationError
+from featurestore.utils._progress import progress_enabled
 
 __all__ = ["Encoder"]
 

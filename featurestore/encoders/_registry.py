@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Mapping
-from importlib import metadata
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any, TypeVar
 
 from featurestore.encoders._base import Encoder

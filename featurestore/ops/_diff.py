@@ -15,13 +15,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurestore.storage._format import CONTENT_HASH, EMBEDDING, key_tokens, to_matrix
-from featurestore.query._time_travel import resolve_ref
 from featurestore.errors import ValidationError
+from featurestore.query._time_travel import resolve_ref
+from featurestore.storage._format import CONTENT_HASH, EMBEDDING, key_tokens, to_matrix
 
 if TYPE_CHECKING:
-    from featurestore.query._featureset import FeatureSet
     from featurestore._store import Store
+    from featurestore.query._featureset import FeatureSet
 
 
 @dataclass

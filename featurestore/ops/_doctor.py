@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
-from featurestore.storage import _leftovers
+from featurestore.errors import CorruptStoreError, LockTimeoutError
 from featurestore.query._catalog import CATALOG, STALE_MARKER, version_view, view_names
-from featurestore.query._partitions import check_schema
-from featurestore.storage._lock import feature_set_lock
-from featurestore.storage._manifest import SCHEMA_FILE, Manifest
+from featurestore.storage import _leftovers
 from featurestore.storage._atomic import file_crc32
 from featurestore.storage._layout import MANIFEST, set_dir, sets_dir
-from featurestore.errors import CorruptStoreError, LockTimeoutError
+from featurestore.storage._lock import feature_set_lock
+from featurestore.storage._manifest import SCHEMA_FILE, Manifest
+from featurestore.storage._partitions import check_schema
 
 if TYPE_CHECKING:
     from featurestore._store import Store

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from featurestore.errors import SpecMismatchError, ValidationError
 from featurestore.query._featureset import FeatureSet
-from featurestore.storage._format import EMBEDDING, to_matrix
-from featurestore.utils._progress import progress_enabled, rich_progress
+from featurestore.query._time_travel import resolve_ref
 from featurestore.search._matrix import Matrix
 from featurestore.search._queries import where_rows
-from featurestore.query._time_travel import resolve_ref
+from featurestore.storage._format import EMBEDDING, to_matrix
+from featurestore.utils._progress import progress_enabled, rich_progress
 from featurestore.utils._validation import InstanceOf, Interval, validate_params
-from featurestore.errors import SpecMismatchError, ValidationError
 
 if TYPE_CHECKING:
     from featurestore._store import Store

@@ -24,15 +24,15 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from featurestore.errors import FeatureSetNotFoundError, FeatureStoreError
 from featurestore.storage import _leftovers
+from featurestore.storage._atomic import fsync_path
+from featurestore.storage._layout import list_versions, set_dir, version_dir
 from featurestore.storage._lock import feature_set_lock
 from featurestore.storage._manifest import read_manifest
-from featurestore.storage._atomic import fsync_path
-from featurestore.storage._uses import models_using
-from featurestore.storage._layout import list_versions, set_dir, version_dir
 from featurestore.storage._names import validate_name
+from featurestore.storage._uses import models_using
 from featurestore.utils._validation import Interval, validate_params
-from featurestore.errors import FeatureSetNotFoundError, FeatureStoreError
 
 if TYPE_CHECKING:
     from featurestore._store import Store

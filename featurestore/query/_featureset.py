@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 
 from featurestore.query._catalog import errors_sql, quote_ident, version_view
-from featurestore.query._partitions import read_latest
 from featurestore.storage._format import EMBEDDING, to_matrix
 from featurestore.storage._manifest import Manifest
+from featurestore.storage._partitions import read_latest
 
 if TYPE_CHECKING:
     from featurestore.search._matrix import Matrix

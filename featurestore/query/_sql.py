@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 import numpy as np
 import pyarrow as pa
 
-from featurestore.storage._format import EMBEDDING, to_matrix
 from featurestore.errors import QueryTimeoutError, ReadOnlyQueryError
+from featurestore.storage._format import EMBEDDING, to_matrix
 
 T = TypeVar("T")
 

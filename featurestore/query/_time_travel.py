@@ -23,17 +23,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurestore.query._catalog import Broken, _select_sql, quote_ident
-from featurestore.query._partitions import read_partition
-from featurestore.storage._format import EMBEDDING, EVENT_TIME, key_tokens
-from featurestore.storage._manifest import SCHEMA_FILE, Manifest, read_manifest
-from featurestore.storage._layout import list_versions, set_dir, version_dir
-from featurestore.storage._newest import commit_number
 from featurestore.errors import FeatureSetNotFoundError, FeatureStoreError, ValidationError
+from featurestore.query._catalog import Broken, _select_sql, quote_ident
+from featurestore.storage._format import EMBEDDING, EVENT_TIME, key_tokens
+from featurestore.storage._layout import list_versions, set_dir, version_dir
+from featurestore.storage._manifest import SCHEMA_FILE, Manifest, read_manifest
+from featurestore.storage._newest import commit_number
+from featurestore.storage._partitions import read_partition
 
 if TYPE_CHECKING:
-    from featurestore.query._featureset import FeatureSet
     from featurestore._store import Store
+    from featurestore.query._featureset import FeatureSet
 
 Entry = tuple[Path, Manifest, bool]  # (version dir, manifest, is latest), as the catalog takes them
 

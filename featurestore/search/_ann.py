@@ -29,15 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from featurestore.query._featureset import FeatureSet
-from featurestore.storage._manifest import now
-from featurestore.storage._atomic import atomic_write_text, fsync_path
-from featurestore.utils._optional import import_optional, library_version
-from featurestore.utils._progress import progress_enabled, rich_progress
 from featurestore.errors import CorruptStoreError
-
+from featurestore.query._featureset import FeatureSet
 from featurestore.search._matrix import Matrix, fingerprint, remove_stale
 from featurestore.search._scoring import exact_scores, order_hits, top_candidates
+from featurestore.storage._atomic import atomic_write_text, fsync_path
+from featurestore.storage._manifest import now
+from featurestore.utils._optional import import_optional, library_version
+from featurestore.utils._progress import progress_enabled, rich_progress
 from featurestore.utils._vectors import unit_rows
 
 if TYPE_CHECKING:

@@ -26,11 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.errors import CorruptStoreError, SpecMismatchError, ValidationError
-from featurestore.query._partitions import read_latest, read_partition
 from featurestore.storage._atomic import fsync_path
 from featurestore.storage._format import EMBEDDING, key_tokens, to_matrix
 from featurestore.storage._manifest import Manifest, read_manifest
 from featurestore.storage._newest import oldest_first
+from featurestore.storage._partitions import read_latest, read_partition
 from featurestore.utils._progress import progress_enabled, rich_progress
 from featurestore.utils._vectors import unit_rows
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from featurestore.storage._format import RUN_ID, check_strings, to_table
 from featurestore.errors import ValidationError
+from featurestore.storage._format import RUN_ID, check_strings, to_table
 
 KIND = "kind"
 MESSAGE = "message"

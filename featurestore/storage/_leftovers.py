@@ -14,9 +14,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featurestore.storage._manifest import SCHEMA_FILE, Manifest, read_manifest
-from featurestore.storage._layout import MANIFEST, is_version_folder
 from featurestore.errors import CorruptStoreError
+from featurestore.storage._layout import MANIFEST, is_version_folder
+from featurestore.storage._manifest import SCHEMA_FILE, Manifest, read_manifest
 
 
 @dataclass

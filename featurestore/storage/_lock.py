@@ -11,8 +11,8 @@ from pathlib import Path
 
 import filelock
 
-from featurestore.storage._layout import LOCK_FILE, set_dir
 from featurestore.errors import FeatureStoreError, LockTimeoutError
+from featurestore.storage._layout import LOCK_FILE, set_dir
 
 
 class FileLock:

@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from featurestore.storage._names import NAME_PATTERN
 from featurestore.errors import CorruptStoreError, ValidationError
 from featurestore.storage._atomic import atomic_write_text
 from featurestore.storage._layout import MANIFEST, VERSION_DIR
+from featurestore.storage._names import NAME_PATTERN
 
 FORMAT_VERSION = 1
 SCHEMA_FILE = "schema.parquet"  # an empty table with the version's schema: views read it so a version with no rows still has columns

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from featurestore.errors import ValidationError
 from featurestore.storage._format import flat_values, single_array
 from featurestore.storage._manifest import Partition
-from featurestore.errors import ValidationError
 
 # Sums in float32 over 256-row chunks, accumulated in float64: on 100k x 384 (2 shared cores of an AMD EPYC) 20 ms
 # against 116 ms for float64 throughout (1.5% of the write instead of 9%), with the mean within 3e-8 of float64's

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from featurestore.storage._format import DTYPES
-from featurestore.storage._manifest import Manifest, read_manifest
-from featurestore.storage._layout import list_versions, set_dir, version_dir
-from featurestore.utils._validation import Interval, StrOptions
 from featurestore.errors import SpecMismatchError, ValidationError
+from featurestore.storage._format import DTYPES
+from featurestore.storage._layout import list_versions, set_dir, version_dir
+from featurestore.storage._manifest import Manifest, read_manifest
+from featurestore.utils._validation import Interval, StrOptions
 
 # The accepted values of a writer's ``version`` parameter, for ``validate_params``.
 VERSION_CONSTRAINT = [StrOptions({"new", "auto"}), Interval(numbers.Integral, 1, None, closed="left"), None]

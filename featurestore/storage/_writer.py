@@ -15,8 +15,8 @@ import os
 import time
 import uuid
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,19 +24,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from featurestore.errors import ValidationError
 from featurestore.storage import _format as fmt
 from featurestore.storage import _leftovers, _runs
+from featurestore.storage._atomic import file_crc32, fsync_path
 from featurestore.storage._error_rows import error_table
-from featurestore.query._partitions import read_latest
+from featurestore.storage._layout import MANIFEST, set_dir
 from featurestore.storage._lock import feature_set_lock
 from featurestore.storage._manifest import SCHEMA_FILE, Manifest, Partition, now, write_manifest
-from featurestore.storage._atomic import file_crc32, fsync_path
-from featurestore.storage._layout import MANIFEST, set_dir
 from featurestore.storage._newest import partition_file
+from featurestore.storage._partitions import read_latest
 from featurestore.storage._stats import column_stats
-from featurestore.utils._validation import Interval, validate_params
 from featurestore.storage._versions import VERSION_CONSTRAINT, choose_version, full_spec
-from featurestore.errors import ValidationError
+from featurestore.utils._validation import Interval, validate_params
 
 if TYPE_CHECKING:
     from featurestore._store import Store

@@ -7,8 +7,8 @@ package): one way for a parameter error to read, one install hint per extra, one
 from featurestore.utils._optional import import_optional, library_version
 from featurestore.utils._progress import ProgressCallback, progress_enabled, rich_progress
 from featurestore.utils._validation import (
-    CVSplitter,
     Constraint,
+    CVSplitter,
     DistinctNames,
     HasMethods,
     InstanceOf,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Optional
 
-ProgressCallback = Callable[[int, Optional[int]], None]  # (rows_done, rows_total or None)
+ProgressCallback = Callable[[int, int | None], None]  # (rows_done, rows_total or None)
 
 
 def progress_enabled(progress: bool | None) -> bool:
@@ -25,8 +24,15 @@ def rich_progress(description: str, total: int | None, *, enabled: bool, unit: s
         yield lambda done, total=None: None
         return
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     class _Rate(TextColumn):
         def render(self, task):  # rows/s from rich's own speed estimate

@@ -286,3 +286,11 @@ class Group(click.Group):
             sys.stdout = click.utils.PacifyFlushWrapper(sys.stdout)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def cell(value: Any, width: int = 60) -> str:
+    """A value as one table cell: long lists cut to three items and a count, long text cut at ``width``."""
+    if isinstance(value, (list, tuple)) and len(value) > 4:
+        value = "[" + ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value[:3]) + f", … ({len(value)})]"
+    text = str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"

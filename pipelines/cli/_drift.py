@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 
 import featurestore
-
 from pipelines.cli._common import echo_json, json_option, quiet, store_option
 
 
@@ -56,7 +55,7 @@ def drift(a: str, b: str | None, store_path: str, where_a: str | None, where_b: 
                          progress=False if quiet() else progress)
     out = result.to_dict()
     if png is not None:
-        from stackers.evaluate._drift_plot import plot_drift
+        from stackers.evaluate import plot_drift
 
         out["png"] = str(plot_drift(result, Path(png)))
     if as_json:

@@ -19,11 +19,10 @@ from typing import Any
 import click
 
 import featurestore
-
-from pipelines.cli._common import echo_json, json_option, list_option, quiet, store_option
-from pipelines.embedding._runner import _check_source_keys
-from pipelines.sources import open_source
 from featurestore.errors import ValidationError
+from pipelines.cli._common import echo_json, json_option, list_option, quiet, store_option
+from pipelines.embedding._job import check_source_keys
+from pipelines.sources import open_source
 
 KINDS = ("tfidf-svd",)
 
@@ -45,7 +44,7 @@ def fit_from_source(store: featurestore.Store | str | os.PathLike[str], source: 
     src = open_source(source)
     src.check_columns([*keys, text])
     if keys:
-        _check_source_keys(src, keys, None)
+        check_source_keys(src, keys, None)
     texts: list[str] = []
     skipped = 0
     for batch in src.batches([text], text=text):  # unreadable rows come with a null text

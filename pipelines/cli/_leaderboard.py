@@ -14,7 +14,6 @@ from typing import Any
 import click
 
 import featurestore
-
 from pipelines.cli._common import echo_json, json_option, list_option, split_list, store_option
 
 TABLE = "leaderboard.txt"

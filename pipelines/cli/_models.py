@@ -1,13 +1,12 @@
 """``featurestore models ls|show|rm``: the stackers saved in a store, under ``<store>/models/<name>/``.
 
-A saved model is a folder with ``manifest.json`` (see ``stackers.persist._persist``); ``stack train`` adds its split
+A saved model is a folder with ``manifest.json`` (see ``stackers.persist``); ``stack train`` adds its split
 (``split.json``), held-out rows (``heldout.parquet``) and report (``report/``). These commands read the manifest
 through ``stackers.read_manifest`` (which also finishes a save that was killed half way), never load the arrays.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,38 +15,32 @@ import click
 
 import featurestore
 from featurestore.errors import ModelNotFoundError
-
 from pipelines.cli._common import Group, console, echo_json, json_option, print_rows, store_option, table
 
 
 def _model_names(store: featurestore.Store) -> list[str]:
     """Folders under models/, and models whose save was killed between its two renames (``.NAME.tmp-*`` /
     ``.NAME.old-*`` beside no NAME: reading the manifest finishes that save)."""
+    from stackers.persist import LEFTOVER
+
     root = store.models_dir
     if not root.is_dir():
         return []
     names = set()
     for p in root.iterdir():
-        leftover = _LEFTOVER.match(p.name)
+        leftover = LEFTOVER.match(p.name)
         if leftover:
-            names.add(leftover.group(1))
+            names.add(leftover["name"])
         elif not p.name.startswith(".") and p.is_dir() and not p.is_symlink():
             names.add(p.name)
     return sorted(names)
 
 
-_LEFTOVER = re.compile(r"^\.(.+)\.(?:tmp|old)-[0-9a-f]+$")
-
-
 def _find(store: featurestore.Store, name: str) -> Path:
-    from pipelines.jobs._stack import find_model
-
-    from stackers.recommend._format import is_recommender
+    from stackers.persist import find_model
 
     if name.startswith(".") or "/" in name or name in ("", ".."):
         raise ModelNotFoundError(f"{name!r} is not a model name.")
-    if is_recommender(store.models_dir / name):
-        return store.models_dir / name
     return find_model(store, name)
 
 
@@ -62,11 +55,11 @@ def model_info(path: Path, *, full: bool = False) -> dict[str, Any]:
     import json
 
     import stackers
-    from stackers.recommend._format import is_recommender
+    from stackers.persist import RECOMMENDER_FORMAT
 
-    if is_recommender(path):
-        return _recommender_info(path, full=full)
     m = stackers.read_manifest(path)
+    if m["format"] == RECOMMENDER_FORMAT:
+        return _recommender_info(path, m, full=full)
     metrics = m.get("metrics") or {}
     primary = metrics.get("primary_metric", "macro_f1")
     stack = (metrics.get("models") or {}).get("stack", {}).get("metrics", {}).get(primary, {})
@@ -90,13 +83,8 @@ def model_info(path: Path, *, full: bool = False) -> dict[str, Any]:
     return info
 
 
-def _recommender_info(path: Path, *, full: bool) -> dict[str, Any]:
-    """``model_info`` of a saved ``RecommenderStack``: its sets, ranker, and the stack's held-out recall@k."""
-    import json
-
-    from stackers.recommend._format import MANIFEST
-
-    m = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+def _recommender_info(path: Path, m: dict[str, Any], *, full: bool) -> dict[str, Any]:
+    """``model_info`` of a saved ``RecommenderStack`` (manifest ``m``): its sets, ranker, the stack's recall@k."""
     metrics = m.get("metrics") or {}
     k = metrics.get("k", 10)
     stack = next((r for r in metrics.get("models") or [] if r.get("model") == "stack"), {})
@@ -186,7 +174,7 @@ def models_show(name: str, store_path: str, as_json: bool) -> None:
 
 
 def _show_recommender(info: dict[str, Any]) -> None:
-    from stackers.recommend._recommend import RankEvaluation
+    from stackers import RankEvaluation
 
     click.echo("feature sets: " + (", ".join(f"{n} (v{v})" for n, v in info["sets"].items()) or "none"))
     click.echo("params: " + ", ".join(f"{k}={v!r}" for k, v in (info["params"] or {}).items()))
@@ -210,13 +198,14 @@ def models_rm(names: tuple[str, ...], yes: bool, store_path: str, as_json: bool)
     paths = [_find(store, n) for n in dict.fromkeys(names)]  # every name checked before anything is removed
     if not (yes or as_json):
         click.confirm(f"Remove {', '.join(p.name for p in paths)} from {store.models_dir}?", abort=True, err=True)
+    from stackers.persist import leftovers
+
     removed = []
     for path in paths:
         size = _folder_bytes(path)
         shutil.rmtree(path)
-        for leftover in path.parent.glob(f".{path.name}.*"):  # what killed saves left beside it
-            if leftover.is_dir() and not leftover.is_symlink():
-                shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in leftovers(path):  # what killed saves left beside it
+            shutil.rmtree(leftover, ignore_errors=True)
         removed.append({"name": path.name, "path": str(path), "bytes": size})
     if as_json:
         echo_json(removed)

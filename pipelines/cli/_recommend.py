@@ -6,7 +6,6 @@ from __future__ import annotations
 import click
 
 import featurestore
-
 from pipelines.cli._common import echo_json, json_option, list_option, print_rows, quiet, store_option
 
 

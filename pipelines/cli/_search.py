@@ -12,7 +12,6 @@ import click
 
 import featurestore
 from featurestore.errors import ValidationError
-
 from pipelines.cli._common import console, echo_json, json_option, list_option, store_option, table
 
 
@@ -21,7 +20,7 @@ def parse_key(fs: featurestore.FeatureSet, text: str) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from featurestore.storage._manifest import SCHEMA_FILE
+    from featurestore.storage import SCHEMA_FILE
 
     schema = pq.read_schema(fs.path / SCHEMA_FILE)
     parts = [text] if len(fs.key) == 1 else text.split(",")

@@ -8,9 +8,8 @@ import re
 from typing import Any
 
 import featurestore
-from featurestore.query._catalog import errors_view
-from featurestore.storage._manifest import Manifest
-from featurestore.storage._stats import float32_list, version_stats
+from featurestore.query import errors_view
+from featurestore.storage import Manifest, float32_list, version_stats
 
 
 def set_info(store: featurestore.Store, name: str, version: int | None = None, *,

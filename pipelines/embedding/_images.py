@@ -22,13 +22,20 @@ import numpy as np
 import pyarrow as pa
 
 import featurestore
-from featurestore.storage import _format as fmt
-from featurestore.utils._progress import ProgressCallback
-from featurestore.encoders.image._io import read_image_bytes
+from featurestore.encoders.image import read_image_bytes
 from featurestore.errors import ImageDecodeError, ValidationError
-
-from pipelines.embedding._runner import (MODEL_OUTPUT, EmbedResult, _build_encoder, _engine_options, _Job, check_job, check_layers,
-                      run_indexed)
+from featurestore.storage import text_hashes
+from featurestore.utils import ProgressCallback
+from pipelines.embedding._job import (
+    MODEL_OUTPUT,
+    EmbedResult,
+    Job,
+    build_encoder,
+    check_job,
+    check_layers,
+    engine_options,
+    run_indexed,
+)
 from pipelines.embedding._screen import Screen, settle_rows
 from pipelines.embedding._sinks import Sinks
 from pipelines.sources._errors import ERROR_KIND, ERROR_MESSAGE
@@ -66,7 +73,7 @@ def embed_images(store: featurestore.Store | str | os.PathLike[str], source: Any
     ``engine="ray"`` and its options as for ``embed``: the actors decode, preprocess and encode (so image paths must
     be readable where the actors run: one node, or a shared mount); ``num_workers`` is then unused.
     """
-    ray_options = _engine_options(engine, address=address, num_gpus_per_worker=num_gpus_per_worker,
+    engine_spec = engine_options(engine, address=address, num_gpus_per_worker=num_gpus_per_worker,
                                   concurrency=concurrency, staging=staging)
     src = open_images(source, image=image, label=label) if not isinstance(source, ImageSource) else source
     if isinstance(source, ImageSource) and (image is not None or label != "label"):
@@ -91,8 +98,8 @@ def embed_images(store: featurestore.Store | str | os.PathLike[str], source: Any
     workers = default_workers() if num_workers is None else num_workers
     return run_indexed(store, src, targets, keys=keys, keep=keep, text=None, limit=limit, version=version,
                        partition_rows=partition_rows, progress=progress, on_progress=on_progress,
-                       lock_timeout=lock_timeout, ray_options=ray_options,
-                       job=lambda sinks, report: _ImageJob(sinks, keys, keep, report, step, workers))
+                       lock_timeout=lock_timeout, engine=engine_spec,
+                       job=lambda sinks, report: ImageJob(sinks, keys, keep, report, step, workers))
 
 
 def default_workers() -> int:
@@ -101,7 +108,7 @@ def default_workers() -> int:
     Measured only on 2 cores (1 worker, see ``benchmarks/bench_embed_images.py --workers 0,1,3``): there the model is
     the bottleneck and one worker keeps it fed; the cap of 4 is untested guesswork for larger machines.
     """
-    from featurestore.encoders.runtime._run_plan import cpu_threads
+    from featurestore.encoders.runtime import cpu_threads
 
     return max(0, min(4, cpu_threads() - 1))
 
@@ -123,7 +130,7 @@ def parse_stage(value: Any) -> str | None:
 
 def image_job_options() -> tuple[str, ...]:
     """What a job spec's ``[options]`` may hold for images: the image encoders' options and the job's own."""
-    from featurestore.encoders.image._base import IMAGE_OPTIONS
+    from featurestore.encoders.image import IMAGE_OPTIONS
 
     return (*IMAGE_OPTIONS, *(o for o in JOB_OPTIONS if o not in IMAGE_OPTIONS))
 
@@ -159,12 +166,12 @@ def _targets(name: str, encoder: str | Any, layers: Sequence[str | None] | None,
     """(feature set, encoder, (encoder as asked for, options)): one, or one per stage of one model; every encoder must
     embed images."""
     if layers is None:
-        targets = [(name, _build_encoder(encoder, options, store), (encoder, options))]
+        targets = [(name, build_encoder(encoder, options, store), (encoder, options))]
     else:
         stages = check_layers("embed_images", encoder, options, layers, "torchvision:mobilenet_v2")
         asked = [(name if s is None else stage_name(name, s), options if s is None else {**options, "layer": s})
                  for s in stages]
-        targets = [(set_name, _build_encoder(encoder, o, store), (encoder, o)) for set_name, o in asked]
+        targets = [(set_name, build_encoder(encoder, o, store), (encoder, o)) for set_name, o in asked]
     for set_name, enc, _ in targets:
         if getattr(enc, "modality", "text") != "image":
             raise ValidationError(f"The encoder {getattr(enc, 'name', enc)!r} embeds {enc.modality}, not images. "
@@ -200,7 +207,7 @@ class ImageScreen(Screen):
             except ImageDecodeError as exc:
                 return BAD_IMAGE, f"{where[i]}: {exc.reason}"
             for j, sink in enumerate(self.sinks):  # one definition of a content hash: text_hashes, over the bytes
-                hashes[j].append(fmt.text_hashes([data], sink.fingerprint)[0].as_py())
+                hashes[j].append(text_hashes([data], sink.fingerprint)[0].as_py())
             return None
 
         settle_rows(refs, kinds, messages, "no image: the path or bytes are null or empty", check)
@@ -221,16 +228,17 @@ class ImageScreen(Screen):
         self.set_aside(chunk, kinds, messages)
 
 
-class _ImageJob(_Job):
+class ImageJob(Job):
     """One pass over an image source: screened rows go to the DataLoader, vectors to the sinks, in source order.
 
-    The text job's reading and re-cutting (``_Job._chunks``) with an image screen; ``chunk_rows`` is the batch size.
+    The text job's reading and re-cutting (``Job.chunks``) with an image screen; ``chunk_rows`` is the batch size.
     """
 
     def __init__(self, sinks: Sinks, keys: list[str], keep: Sequence[str], report: Callable[[int], None],
                  batch_size: int, num_workers: int = 0) -> None:
         super().__init__(sinks, keys, IMAGE, batch_size, report, keep)
         self.screen = ImageScreen(sinks.sinks, keys, IMAGE, self.carry)
+        self.image = True
         self.num_workers = num_workers
 
     def _source_batches(self, src: ImageSource) -> Iterator[pa.RecordBatch]:
@@ -242,7 +250,7 @@ class _ImageJob(_Job):
         pending: deque[pa.Table] = deque()  # the chunks handed to the loader, waiting for their pixels
         batches = None
         try:
-            batches = iter(decode_loader(_Feed(self._chunks(src, limit), pending), lead.preprocess,
+            batches = iter(decode_loader(_Feed(self.chunks(src, limit), pending), lead.preprocess,
                                          max_pixels=lead.max_pixels, num_workers=num_workers,
                                          pin_memory=str(lead.plan().device).startswith("cuda")))
             for pixels, reasons in batches:
@@ -253,7 +261,7 @@ class _ImageJob(_Job):
                     chunk = chunk.filter(pa.array(ok))
                 if chunk.num_rows:
                     self.sinks.add(chunk, encode_pixels(lead, others, pixels))
-                self._advance(len(reasons))
+                self.advance(len(reasons))
                 self._store_errors(force=False)
             self.sinks.flush(force=True)
             self.sinks.wait()
@@ -301,7 +309,7 @@ class _Decode:
 
     def __getitem__(self, payload: Any) -> tuple[Any, str | None]:
         """(pixels, None), or (None, why not) for a path or the image's bytes."""
-        from featurestore.encoders.image._io import load_image
+        from featurestore.encoders.image import load_image
 
         try:
             image = load_image(payload, max_pixels=self.max_pixels)

@@ -17,11 +17,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from featurestore.storage import _format as fmt
-from featurestore.storage._error_rows import COLUMNS as ERROR_COLUMNS
-
-from pipelines.sources._errors import (EMPTY, ERROR_KIND, ERROR_MESSAGE, NON_STRING, NULL, RESERVED, UNDECODABLE,
-                              non_string_message)
+from featurestore.storage import ERROR_COLUMNS, text_hashes
+from pipelines.sources._errors import (
+    EMPTY,
+    ERROR_KIND,
+    ERROR_MESSAGE,
+    NON_STRING,
+    NULL,
+    RESERVED,
+    UNDECODABLE,
+    non_string_message,
+)
 
 if TYPE_CHECKING:
     from pipelines.embedding._sinks import Sink
@@ -62,7 +68,7 @@ class Screen:
         table = table.select([*self.keys, *self.carry]).take(pa.array(good))
         good_texts = [texts[i] for i in good.tolist()]
         rows = None if start is None else good + start
-        table, needed = self.mark(table, [fmt.text_hashes(good_texts, sink.fingerprint) for sink in self.sinks], rows)
+        table, needed = self.mark(table, [text_hashes(good_texts, sink.fingerprint) for sink in self.sinks], rows)
         table = table.append_column(self.text, pa.array(good_texts, pa.string()))
         return table.filter(pa.array(needed)), bad + int((~needed).sum())
 

@@ -13,11 +13,10 @@ import numpy as np
 import pyarrow as pa
 
 import featurestore
-from featurestore.storage import _format as fmt
-
+from featurestore.errors import UsageError
+from featurestore.storage import CONTENT_HASH, EMBEDDING, fixed_size_list
 from pipelines.embedding._screen import hash_column, need_column
 from pipelines.embedding._source_keys import Committed
-from featurestore.errors import UsageError
 
 
 class Sink:
@@ -68,8 +67,8 @@ class Sinks:
             if block.shape[0] != chunk.num_rows:
                 raise UsageError(f"The encoder returned {block.shape[0]} vectors for {chunk.num_rows} texts.")
             need = chunk.column(need_column(i)).to_numpy(zero_copy_only=False)
-            part = chunk.select(self.keys).append_column(fmt.CONTENT_HASH, chunk.column(hash_column(i)))
-            part = part.append_column(fmt.EMBEDDING, fmt.fixed_size_list(block))
+            part = chunk.select(self.keys).append_column(CONTENT_HASH, chunk.column(hash_column(i)))
+            part = part.append_column(EMBEDDING, fixed_size_list(block))
             for c in sink.keep:
                 part = part.append_column(c, chunk.column(c))
             if not need.all():

@@ -20,11 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurestore.storage import _format as fmt
-from featurestore.query._catalog import sql_str, quote_ident
-from featurestore.storage._newest import newest_per_key_sql
 from featurestore.errors import ValidationError
-
+from featurestore.query import quote_ident, sql_str
+from featurestore.storage import CONTENT_HASH, MAX_EXAMPLES, check_keys, describe_keys, newest_per_key_sql
 from pipelines.embedding._scratch import scratch_dir
 from pipelines.sources import TableSource
 from pipelines.sources._errors import ERROR_KIND, RESERVED
@@ -95,7 +93,7 @@ class SourceKeys:
                     continue
                 table = pa.Table.from_batches([batch]).select(self.keys)
                 if not self._types:
-                    fmt.check_keys(table.slice(0, 0), self.keys)  # the columns' kinds, before any row
+                    check_keys(table.slice(0, 0), self.keys)  # the columns' kinds, before any row
                     self._types = {k: table.schema.field(k).type for k in self.keys}
                 numbers = pa.array(np.arange(self.rows, self.rows + batch.num_rows), pa.int64())
                 indexed = table.append_column(ROW, numbers)
@@ -106,7 +104,7 @@ class SourceKeys:
                     where = np.flatnonzero(table.column(k).is_null().to_numpy(zero_copy_only=False))
                     if len(where):
                         nulls[k][0] += len(where)
-                        nulls[k][1] = (nulls[k][1] + (where + checked).tolist())[:fmt.MAX_EXAMPLES]
+                        nulls[k][1] = (nulls[k][1] + (where + checked).tolist())[:MAX_EXAMPLES]
                 self.rows += batch.num_rows
                 checked += table.num_rows
                 yield from indexed.to_batches()
@@ -131,18 +129,18 @@ class SourceKeys:
         return checked
 
     def check_duplicates(self) -> None:
-        """A key given twice in the source is an error, naming the first keys repeated (as ``fmt.check_keys``)."""
+        """A key given twice in the source is an error, naming the first keys repeated (as ``check_keys``)."""
         if not self.rows:
             return
         cols = ", ".join(quote_ident(k) for k in self.keys)
         not_null = " AND ".join(f"{quote_ident(k)} IS NOT NULL" for k in self.keys)
         found = self._spilling(lambda: self._con.sql(
             f"SELECT {cols}, count(*) OVER () AS _n FROM src WHERE {not_null} GROUP BY {cols} "
-            f"HAVING count(*) > 1 ORDER BY min({ROW}) LIMIT {fmt.MAX_EXAMPLES}").to_arrow_table())
+            f"HAVING count(*) > 1 ORDER BY min({ROW}) LIMIT {MAX_EXAMPLES}").to_arrow_table())
         if not found.num_rows:
             return
         total = found.column("_n")[0].as_py()
-        examples = fmt.describe_keys(found, self.keys, np.arange(found.num_rows))
+        examples = describe_keys(found, self.keys, np.arange(found.num_rows))
         more = f" (and {total - found.num_rows} more)" if total > found.num_rows else ""
         raise ValidationError(f"Source {self.description}: {total} key(s) appear more than once in this write: "
                               f"{examples}{more}. A write holds one row per key.")
@@ -167,8 +165,8 @@ class SourceKeys:
         # sort in one statement ran out of 64 MB at 3M rows; apart they fit).
         table = f"held_{len(self._cursors)}"
         self._spilling(lambda: self._con.execute(
-            f"CREATE OR REPLACE TABLE {table} AS SELECT s.{ROW} AS row, c.{fmt.CONTENT_HASH} AS hash FROM src s JOIN "
-            f"(SELECT {cols}, {fmt.CONTENT_HASH} FROM read_parquet([{files}], filename = true) {newest}) c ON {on}"))
+            f"CREATE OR REPLACE TABLE {table} AS SELECT s.{ROW} AS row, c.{CONTENT_HASH} AS hash FROM src s JOIN "
+            f"(SELECT {cols}, {CONTENT_HASH} FROM read_parquet([{files}], filename = true) {newest}) c ON {on}"))
         cursor = self._con.cursor()
         self._cursors.append(cursor)
         return Committed(cursor.sql(f"SELECT row, hash FROM {table} ORDER BY row").to_arrow_reader(_FETCH_ROWS))

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.errors import ValidationError
-
 from pipelines.embedding._images import image_job_options, parse_stage, run_image_job
-from pipelines.embedding._runner import ENCODER_OPTIONS, parse_layer
+from pipelines.embedding._job import ENCODER_OPTIONS
+from pipelines.embedding._text import parse_layer
 
 try:
     import tomllib
@@ -108,7 +108,7 @@ class JobSpec:
 
 def run_job(spec: JobSpec | str | Path, **overrides: Any) -> list[Any]:
     """Run a spec's embedding job (all its layers in one pass over the source); returns one result per set."""
-    from pipelines.embedding._runner import embed, embed_layers
+    from pipelines.embedding._text import embed, embed_layers
     from pipelines.sources import TableSource
 
     spec = spec if isinstance(spec, JobSpec) else JobSpec.from_toml(spec)

@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 
 import featurestore
-from featurestore.storage._names import validate_name
-from featurestore.utils._optional import import_optional
 from featurestore.errors import MissingFileError, ModelNotFoundError, TargetExistsError, ValidationError
+from featurestore.storage import validate_name
+from featurestore.utils import import_optional
 
 MINILM = "sentence-transformers:all-MiniLM-L6-v2"
 STATIC_ENCODER = "wordllama:l2_supercat"
@@ -61,7 +61,7 @@ def write_collaborative_set(store: featurestore.Store, train, name: str, *, dim:
     Its spec names the training data it was learned from (``fitted_on``: a hash of the training events), so
     training on other data starts a new version instead of mixing two factorisations in one.
     """
-    from stackers.recommend._recommend import collaborative_vectors
+    from stackers.recommend import collaborative_vectors
 
     validate_name(name)
     vectors = collaborative_vectors(train, dim, random_state=seed).astype(np.float32)
@@ -73,13 +73,20 @@ def write_collaborative_set(store: featurestore.Store, train, name: str, *, dim:
     return store.write(name, table, key="item", spec=spec, version="auto")
 
 
-def _model_dir(store: featurestore.Store, name: str) -> Path:
-    from stackers.recommend._format import is_recommender
+def _is_recommender(path: Path) -> bool:
+    from stackers.persist import RECOMMENDER_FORMAT, read_manifest
 
+    try:
+        return read_manifest(path)["format"] == RECOMMENDER_FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def _model_dir(store: featurestore.Store, name: str) -> Path:
     path = store.models_dir / name
-    if not is_recommender(path):
+    if not _is_recommender(path):
         models = store.models_dir
-        known = sorted(p.name for p in models.iterdir() if is_recommender(p)) if models.is_dir() else []
+        known = sorted(p.name for p in models.iterdir() if _is_recommender(p)) if models.is_dir() else []
         raise ModelNotFoundError(f"No recommender named {name!r} in {store.root}. Known: {known or 'none'}.")
     return path
 
@@ -127,10 +134,11 @@ def train_recommender(store: featurestore.Store, interactions, *, name: str, set
 def evaluate_recommender(store: featurestore.Store, name: str, *, k: int = 10, n_boot: int = 1000, seed: int = 0,
                          out: str | Path | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Re-score saved model ``name`` on the held-out events saved with it; writes the report again."""
-    from stackers.recommend._format import load_recommender
+    import stackers
 
     path = _model_dir(store, name)
-    model, test, _ = load_recommender(path)
+    model = stackers.RecommenderStack.load(path)
+    test = model.test_
     if test is None:
         raise ModelNotFoundError(f"Model {name!r} was saved without its held-out events; nothing to evaluate on.")
     evaluation = model.evaluate(test, k=k, n_boot=n_boot, random_state=seed, progress=progress)
@@ -141,9 +149,9 @@ def evaluate_recommender(store: featurestore.Store, name: str, *, k: int = 10, n
 def recommend_for_user(store: featurestore.Store, name: str, user: Any, *, k: int = 10) -> pa.Table:
     """The top ``k`` items of saved model ``name`` for ``user`` (an id as stored; a digit string is tried as an
     int when the model's users are numbers)."""
-    from stackers.recommend._format import load_recommender
+    import stackers
 
-    model, _, _ = load_recommender(_model_dir(store, name))
+    model = stackers.RecommenderStack.load(_model_dir(store, name))
     users = model.train_.users
     if isinstance(user, str) and users.dtype.kind in "iu":
         try:
@@ -166,8 +174,8 @@ def run_movies_demo(store_path: str | Path, *, users: int | None = None, encoder
 
     ``users``: a random sample of that many users (all 943 when None), for a quick run.
     """
+    from pipelines.embedding._text import embed
     from pipelines.sources._datasets import movielens_100k
-    from pipelines.embedding._runner import embed
 
     start = time.perf_counter()
     ratings, movies, _ = movielens_100k()

@@ -33,10 +33,10 @@ import pyarrow.compute as pc
 
 import featurestore
 from featurestore.encoders import RUN_OPTIONS
-from featurestore.storage import _format as fmt
 from featurestore.errors import EncoderNotAvailableError, FeatureSetNotFoundError, SpecMismatchError, ValidationError
-
-from pipelines.embedding._runner import EmbedResult, _run
+from featurestore.storage import check_keys, key_tokens
+from pipelines.embedding._job import EmbedResult
+from pipelines.embedding._text import run_text
 from pipelines.sources import TableSource, open_source
 
 __all__ = ["predict", "NotRecomputableWarning"]
@@ -125,7 +125,7 @@ def serve(model: Any, store: featurestore.Store | str | os.PathLike[str], source
     src.check_columns(wanted)
     rows = src.read_columns(wanted)
     try:
-        fmt.check_keys(rows, keys)
+        check_keys(rows, keys)
     except ValidationError as exc:
         raise ValidationError(f"Source {src.description}: {exc}") from None
 
@@ -145,7 +145,7 @@ def serve(model: Any, store: featurestore.Store | str | os.PathLike[str], source
         subset = _Rows(src, keys, lead.key_schema, lead.missing)
         version = lead.version if len(group) == 1 else None  # a shared pass appends to each latest (= trained) one
         targets = [(p.name, p.encoder, (p.encoder, {})) for p in group]
-        results = _run(store, subset, targets, key=keys, text=lead.text, version=version, chunk_rows=None,
+        results = run_text(store, subset, targets, key=keys, text=lead.text, version=version, chunk_rows=None,
                        partition_rows=10_000, progress=progress, on_progress=None, lock_timeout=lock_timeout,
                        limit=None)
         embedded.update({p.name: r for p, r in zip(group, results)})
@@ -181,13 +181,13 @@ class _SetPlan:
 
 
 def _load_model(model: Any, store: featurestore.Store) -> Any:
-    import stackers
     from sklearn.utils.validation import check_is_fitted
 
-    from pipelines.jobs._stack import find_model
+    import stackers
+    from stackers.persist import STACKER_FORMAT, find_model
 
     if isinstance(model, str):
-        model = stackers.load(find_model(store, model))
+        model = stackers.load(find_model(store, model, formats=(STACKER_FORMAT,)))
     elif isinstance(model, os.PathLike):
         model = stackers.load(Path(model))
     check_is_fitted(model)
@@ -236,14 +236,14 @@ def _plan(store: featurestore.Store, model: Any, name: str, rows: pa.Table, keys
     try:
         fs = store.get(name, version=version)
     except FeatureSetNotFoundError:
-        plan.missing = fmt.key_tokens(rows, keys)
+        plan.missing = key_tokens(rows, keys)
         plan.problem = (FeatureSetNotFoundError, f"{where} is not in {store.root}.")
         return plan
     plan.latest = fs.latest
     stored = fs.keys()
     plan.key_schema = stored.schema
-    tokens = fmt.key_tokens(_cast_keys(rows.select(keys), stored.schema, name), keys)
-    plan.missing = tokens.filter(pc.invert(pc.is_in(tokens, value_set=fmt.key_tokens(stored, keys))))
+    tokens = key_tokens(_cast_keys(rows.select(keys), stored.schema, name), keys)
+    plan.missing = tokens.filter(pc.invert(pc.is_in(tokens, value_set=key_tokens(stored, keys))))
     if not len(plan.missing):
         return plan
     spec = dict(spec) if spec is not None else dict(fs.spec)
@@ -305,7 +305,7 @@ class _Rows(TableSource):
         for k in self._keys:
             data = data.set_column(data.schema.get_field_index(k), self._key_schema.field(k), cast.column(k))
         table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
-        return data.filter(pc.is_in(fmt.key_tokens(table, self._keys), value_set=self._wanted))
+        return data.filter(pc.is_in(key_tokens(table, self._keys), value_set=self._wanted))
 
     def batches(self, columns: Sequence[str], *, binary: Sequence[str] = (), text: str | None = None):
         for batch in super().batches(columns, binary=binary, text=text):
@@ -326,19 +326,19 @@ def _predictions(model: Any, store: featurestore.Store, rows: pa.Table, keys: li
     key_schema = next((p.key_schema for p in plans if p.key_schema is not None), None)
     if key_schema is not None:
         rows = _cast_keys(rows, key_schema, plans[0].name)
-    tokens = fmt.key_tokens(rows, keys)
+    tokens = key_tokens(rows, keys)
     reasons: dict[Any, dict[str, list[str]]] = {}  # token -> reason -> sets
     for p in plans:
         fs = store.get(p.name, version=p.version)
-        lacking = pc.invert(pc.is_in(tokens, value_set=fmt.key_tokens(fs.keys(), keys)))
+        lacking = pc.invert(pc.is_in(tokens, value_set=key_tokens(fs.keys(), keys)))
         lost = tokens.filter(lacking).to_pylist()
         if not lost:
             continue
         errors = fs.errors()
         known = {}
         if errors.num_rows:
-            errors = errors.filter(pc.is_in(fmt.key_tokens(errors, keys), value_set=pa.array(lost, tokens.type)))
-            known = dict(zip(fmt.key_tokens(errors, keys).to_pylist(), errors.column("reason").to_pylist()))
+            errors = errors.filter(pc.is_in(key_tokens(errors, keys), value_set=pa.array(lost, tokens.type)))
+            known = dict(zip(key_tokens(errors, keys).to_pylist(), errors.column("reason").to_pylist()))
         for t in lost:
             why = known.get(t) or "not embedded"
             reasons.setdefault(t, {}).setdefault(why, []).append(p.name)

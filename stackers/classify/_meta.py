@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featurestore.utils._optional import import_optional
-
+from featurestore.errors import ValidationError
+from featurestore.utils import import_optional
 from stackers.classify._columns import ColumnEncoder
 from stackers.classify._probes import LogisticProbe, expand_to_classes
-from featurestore.errors import ValidationError
 
 __all__ = ["LogisticMeta", "LightGBMMeta", "PassthroughMeta", "SklearnMeta", "make_meta", "META_KINDS"]
 

@@ -7,7 +7,7 @@ out-of-fold log loss along a path of ``C`` values (stopped once the loss rises),
 probabilities of the chosen setting, which is exactly what a stacker feeds its meta learner.
 
 All keep their fitted state as plain float64 arrays and predict with numpy, so a model saved with
-``stackers.persist._persist`` (arrays in ``.npz``, no pickle) predicts bit for bit what the fitted one did.
+``stackers.classify._format`` (arrays in ``.npz``, no pickle) predicts bit for bit what the fitted one did.
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import ThreadpoolController
 
-from featurestore.utils._validation import Constraint, InstanceOf, Interval, StrOptions, validate_params
-from featurestore.utils._vectors import unit_rows
 from featurestore.errors import ValidationError
+from featurestore.utils import Constraint, InstanceOf, Interval, StrOptions, unit_rows, validate_params
 
 __all__ = ["LogisticProbe", "LogisticProbeCV", "CentroidSimilarity", "KNeighborsVotes", "expand_to_classes",
            "tune_logistic",

@@ -29,8 +29,9 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from featurestore.errors import ValidationError
+from featurestore.utils import CVSplitter, HasMethods, Interval, StrOptions, SubsetOf, validate_params
 from stackers.classify._align import ALIGNERS, CORAL, Whitening
-from stackers.data._join import TrainingSet
 from stackers.classify._meta import META_KINDS, make_meta
 from stackers.classify._probes import (
     DEFAULT_GRID,
@@ -42,8 +43,7 @@ from stackers.classify._probes import (
     stratified_folds,
     tune_logistic,
 )
-from featurestore.utils._validation import CVSplitter, HasMethods, Interval, StrOptions, SubsetOf, validate_params
-from featurestore.errors import ValidationError
+from stackers.data._join import TrainingSet
 
 __all__ = ["StackingClassifier"]
 
@@ -552,9 +552,16 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
         ``metrics`` (a dict or a ``Comparison``) is recorded in the manifest. Load with ``stackers.load(path)``.
         """
-        from stackers.persist._persist import save
+        from stackers.classify._format import save_stacker
 
-        return save(self, path, metrics=metrics)
+        return save_stacker(self, path, metrics=metrics)
+
+    @classmethod
+    def load(cls, path) -> StackingClassifier:
+        """A model saved by :meth:`save`, every file checked first (``stackers.load`` reads any model kind)."""
+        from stackers.classify._format import load_stacker
+
+        return load_stacker(path, cls)
 
 
 def _is_block_dict(X) -> bool:

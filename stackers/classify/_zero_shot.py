@@ -19,9 +19,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from featurestore.utils._validation import Constraint, InstanceOf, Interval, validate_params
-from featurestore.utils._vectors import unit_rows
 from featurestore.errors import ValidationError
+from featurestore.utils import Constraint, InstanceOf, Interval, unit_rows, validate_params
 
 __all__ = ["ZeroShotClassifier", "DEFAULT_TEMPLATES"]
 

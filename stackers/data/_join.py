@@ -19,14 +19,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from featurestore.query._catalog import quote_ident
-from featurestore.storage._format import EMBEDDING, EVENT_TIME, to_matrix, to_table
-from featurestore.query._time_travel import parse_as_of, read_history
-from featurestore.utils._validation import Interval, StrOptions, validate_params
-
-from featurestore.utils._validation import DistinctNames
-from stackers.errors import MissingKeysError
 from featurestore.errors import InvalidIndexError, InvalidTypeError, MissingFileError, ValidationError
+from featurestore.query import parse_as_of, quote_ident, read_history
+from featurestore.storage import EMBEDDING, EVENT_TIME, to_matrix, to_table
+from featurestore.utils import DistinctNames, Interval, StrOptions, validate_params
+from stackers.errors import MissingKeysError
 
 __all__ = ["TrainingSet", "MissingKeysWarning", "MissingKeysError", "join", "read_labels"]
 

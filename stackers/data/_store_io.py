@@ -15,12 +15,10 @@ import numpy as np
 import pyarrow as pa
 from sklearn.utils.validation import check_is_fitted
 
-from featurestore.storage._format import fixed_size_list
-from featurestore.utils._validation import StrOptions, validate_params
-
-from featurestore.utils._validation import InstanceOf
-from stackers.data._join import TrainingSet, join, read_labels
 from featurestore.errors import ValidationError
+from featurestore.storage import fixed_size_list
+from featurestore.utils import InstanceOf, StrOptions, validate_params
+from stackers.data._join import TrainingSet, join, read_labels
 
 __all__ = ["write_oof", "predict_from_store", "StaleFeatureSetWarning"]
 

@@ -24,14 +24,21 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from featurestore.utils._validation import InstanceOf, Interval, validate_params
-
-from stackers.data._join import TrainingSet
-from stackers.evaluate._metrics import (BOOTSTRAP_CONSTRAINTS, CONFIDENCE, HIGHER_IS_BETTER, METRICS, bootstrap_indices,
-                       bootstrap_scores, interval, score)
+from featurestore.errors import UnknownNameError, ValidationError
+from featurestore.utils import InstanceOf, Interval, validate_params
 from stackers.classify._probes import LogisticProbeCV, expand_to_classes
 from stackers.classify._stacking import StackingClassifier
-from featurestore.errors import UnknownNameError, ValidationError
+from stackers.data._join import TrainingSet
+from stackers.evaluate._metrics import (
+    BOOTSTRAP_CONSTRAINTS,
+    CONFIDENCE,
+    HIGHER_IS_BETTER,
+    METRICS,
+    bootstrap_indices,
+    bootstrap_scores,
+    interval,
+    score,
+)
 
 __all__ = ["Comparison", "compare", "BASELINE_KINDS"]
 

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from featurestore.ops._drift import DriftResult
-
-from stackers.evaluate._report import _figure
 from featurestore.errors import ValidationError
+from featurestore.ops import DriftResult
+from stackers.evaluate._report import _figure
 
 _COLORS = ("#1b9e77", "#d95f02")  # side A, side B
 

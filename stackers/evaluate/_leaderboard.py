@@ -26,14 +26,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featurestore.utils._optional import import_optional
-from featurestore.utils._validation import Interval, validate_params
-
-from stackers.evaluate._compare import PRIMARY, Comparison, compare
-from stackers.data._join import join
-from stackers.evaluate._metrics import CONFIDENCE, METRICS
-from stackers.classify._stacking import StackingClassifier
 from featurestore.errors import ValidationError
+from featurestore.utils import Interval, import_optional, validate_params
+from stackers.classify._stacking import StackingClassifier
+from stackers.data._join import join
+from stackers.evaluate._compare import PRIMARY, Comparison, compare
+from stackers.evaluate._metrics import CONFIDENCE, METRICS
 
 __all__ = ["Leaderboard", "leaderboard"]
 

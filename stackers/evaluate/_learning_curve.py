@@ -27,14 +27,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featurestore.utils._progress import ProgressCallback, progress_enabled, rich_progress
-from featurestore.utils._validation import InstanceOf, Interval, StrOptions, validate_params
-
-from stackers.data._join import TrainingSet
-from stackers.evaluate._metrics import CONFIDENCE, bootstrap_indices, bootstrap_scores, interval, score
+from featurestore.errors import ValidationError
+from featurestore.utils import (
+    InstanceOf,
+    Interval,
+    ProgressCallback,
+    StrOptions,
+    progress_enabled,
+    rich_progress,
+    validate_params,
+)
 from stackers.classify._probes import LogisticProbeCV
 from stackers.classify._stacking import StackingClassifier
-from featurestore.errors import ValidationError
+from stackers.data._join import TrainingSet
+from stackers.evaluate._metrics import CONFIDENCE, bootstrap_indices, bootstrap_scores, interval, score
 
 __all__ = ["LearningCurve", "learning_curve", "STACK"]
 

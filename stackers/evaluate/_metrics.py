@@ -16,8 +16,8 @@ from numbers import Integral
 
 import numpy as np
 
-from featurestore.utils._validation import Interval
 from featurestore.errors import ValidationError
+from featurestore.utils import Interval
 
 __all__ = ["METRICS", "HIGHER_IS_BETTER", "BOOTSTRAP_CONSTRAINTS", "CONFIDENCE", "score", "bootstrap_scores",
            "bootstrap_indices", "interval"]

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from stackers.evaluate._metrics import CONFIDENCE, bootstrap_indices, interval
 from featurestore.errors import ValidationError
+from stackers.evaluate._metrics import CONFIDENCE, bootstrap_indices, interval
 
 __all__ = ["RANK_METRICS", "per_user_metrics", "coverage", "summarize", "paired_difference"]
 

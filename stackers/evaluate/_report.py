@@ -13,16 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.utils._optional import import_optional
-from featurestore.utils._validation import validate_params
-
-from stackers.evaluate._compare import Comparison
-from featurestore.utils._validation import InstanceOf
-from stackers.data._join import TrainingSet
-from stackers.evaluate._metrics import BOOTSTRAP_CONSTRAINTS, HIGHER_IS_BETTER, METRICS
-from stackers.persist._persist import json_default
-from stackers.classify._stacking import StackingClassifier
 from featurestore.errors import ValidationError
+from featurestore.utils import InstanceOf, import_optional, validate_params
+from stackers.classify._stacking import StackingClassifier
+from stackers.data._join import TrainingSet
+from stackers.evaluate._compare import Comparison
+from stackers.evaluate._metrics import BOOTSTRAP_CONSTRAINTS, HIGHER_IS_BETTER, METRICS
+from stackers.persist._folder import json_default
 
 __all__ = ["report", "ReportPaths"]
 

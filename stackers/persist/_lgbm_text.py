@@ -11,16 +11,19 @@ enough to take the whole process down instead of raising:
 
 :func:`check_model_text` walks the text the way LightGBM's ``GBDT::LoadModelFromString`` and ``Tree::Tree`` read it
 and requires every field they index with to be in range, so that whatever passes is safe to hand to LightGBM.
-Anything else is a ``ValueError`` that names the file and what is wrong.
+Anything else is a ``CorruptModelError`` (a ``ValueError``) that names the file and what is wrong.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from featurestore.errors import ValidationError
+from pathlib import Path
 
-__all__ = ["check_model_text", "MAX_LEAVES"]
+from stackers.errors import CorruptModelError
+from stackers.persist._folder import regular_file
+
+__all__ = ["check_model_text", "read_model_text", "MAX_LEAVES"]
 
 MAX_LEAVES = 131072  # LightGBM's own upper bound on num_leaves
 _INT_MAX = 2**31 - 1
@@ -58,7 +61,7 @@ class _Bad(Exception):
 
 def check_model_text(text: str, *, n_features: int, n_classes: int, max_trees: int, max_leaves: int = MAX_LEAVES,
                      source: str = "model text", objective: str | None = None) -> None:
-    """Raise ``ValueError`` unless ``text`` is a LightGBM model LightGBM can load and predict with safely.
+    """Raise ``CorruptModelError`` unless ``text`` is a LightGBM model LightGBM can load and predict with safely.
 
     ``n_features`` and ``n_classes`` are what the meta learner feeds and expects (a binary model has one tree per
     iteration); ``max_trees`` and ``max_leaves`` bound the trees; ``source`` names the file in the message.
@@ -69,7 +72,32 @@ def check_model_text(text: str, *, n_features: int, n_classes: int, max_trees: i
         _check(text, n_features=n_features, n_classes=n_classes, max_trees=max_trees, max_leaves=max_leaves,
                objective=objective)
     except _Bad as exc:
-        raise ValidationError(f"{source} is not a LightGBM model this stacker can load: {exc}.") from None
+        raise CorruptModelError(f"{source} is not a LightGBM model this stacker can load: {exc}.") from None
+
+
+def read_model_text(file: Path, *, n_features: int, n_classes: int, max_trees: int, max_leaves: int = MAX_LEAVES,
+                    objective: str | None = None, kind: str = "LightGBM") -> str:
+    """A saved model's LightGBM text, bounded in size and checked by :func:`check_model_text` before anything parses
+    it (a meta learner's or a ranker's: every model kind reads its booster through here).
+
+    ``objective``: the one objective the text must name (``"lambdarank"``), ``kind`` what to call such a model.
+    """
+    size = regular_file(file).st_size
+    # A generous bound for trees of at most max_leaves leaves: a 15-leaf tree takes about 1.2 KB.
+    limit = (1 << 20) + max_trees * (2048 + 1024 * max_leaves)
+    if size > limit:
+        raise CorruptModelError(f"{str(file)!r} is {size:,} bytes; {max_trees} trees of at most {max_leaves} leaves "
+                                f"take at most {limit:,}.")
+    raw = file.read_bytes()
+    if not raw.isascii():
+        raise CorruptModelError(f"{str(file)!r} is not a LightGBM model this stacker can load: it holds non-ASCII "
+                                "bytes.")
+    text = raw.decode("ascii").replace("\r\n", "\n")  # a model saved on Windows by an older stackers
+    if objective is not None and len(re.findall(rf"(?m)^objective={re.escape(objective)}$", text)) != 1:
+        raise CorruptModelError(f"{str(file)!r} is not a {kind} model (no single 'objective={objective}' line).")
+    check_model_text(text, n_features=n_features, n_classes=n_classes, max_trees=max_trees, max_leaves=max_leaves,
+                     source=repr(str(file)), objective=objective)
+    return text
 
 
 def _check(text: str, *, n_features: int, n_classes: int, max_trees: int, max_leaves: int,

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.utils._validation import Interval, StrOptions, validate_params
 from featurestore.errors import ValidationError
+from featurestore.utils import Interval, StrOptions, validate_params
 
 __all__ = ["Interactions", "user_vectors"]
 

@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.utils._optional import import_optional, library_version
-from featurestore.utils._progress import progress_enabled, rich_progress
 from featurestore.encoders._base import Encoder, check_positive_int
 from featurestore.encoders.image._io import load_image, to_rgb
 from featurestore.encoders.runtime._run_plan import RunPlan, plan_run
 from featurestore.errors import ValidationError
+from featurestore.utils._optional import import_optional, library_version
+from featurestore.utils._progress import progress_enabled, rich_progress
 
 __all__ = ["ImageEncoder", "IMAGE_OPTIONS", "ImageInput", "check_image_options", "loaded_model", "run_model",
            "state_dict_sha256"]

@@ -25,8 +25,8 @@ import struct
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from featurestore.utils._optional import import_optional
 from featurestore.errors import ImageDecodeError, InvalidTypeError, ValidationError
+from featurestore.utils._optional import import_optional
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage

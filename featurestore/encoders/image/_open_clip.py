@@ -29,17 +29,24 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.utils._optional import import_optional, library_version
 from featurestore.encoders._base import DTYPES, Encoder, check_choice, check_positive_int
-from featurestore.encoders.runtime._cache import file_sha256
-from featurestore.encoders.image._base import (
-    IMAGE_OPTIONS, PRECISIONS, ImageEncoder, check_image_options, loaded_model, pool_stage, run_model,
-    state_dict_sha256)
-from featurestore.encoders.image._io import MAX_PIXELS
-from featurestore.encoders.runtime._model_lookup import downloads_allowed
 from featurestore.encoders._registry import register_factory
+from featurestore.encoders.image._base import (
+    IMAGE_OPTIONS,
+    PRECISIONS,
+    ImageEncoder,
+    check_image_options,
+    loaded_model,
+    pool_stage,
+    run_model,
+    state_dict_sha256,
+)
+from featurestore.encoders.image._io import MAX_PIXELS
+from featurestore.encoders.runtime._cache import file_sha256
+from featurestore.encoders.runtime._model_lookup import downloads_allowed
 from featurestore.encoders.runtime._run_plan import RunPlan, plan_run
 from featurestore.errors import EncoderNotAvailableError, ValidationError
+from featurestore.utils._optional import import_optional, library_version
 
 __all__ = ["OpenClipImageEncoder", "OpenClipTextEncoder", "open_clip_encoder"]
 

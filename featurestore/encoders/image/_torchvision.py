@@ -30,15 +30,22 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.utils._optional import import_optional
 from featurestore.encoders._base import DTYPES, Encoder, check_choice
-from featurestore.encoders.runtime._cache import file_sha256
-from featurestore.encoders.image._base import (
-    IMAGE_OPTIONS, ImageEncoder, check_image_options, loaded_model, pool_stage, run_model, state_dict_sha256)
-from featurestore.encoders.image._io import MAX_PIXELS
-from featurestore.encoders.runtime._model_lookup import downloads_allowed
 from featurestore.encoders._registry import register
+from featurestore.encoders.image._base import (
+    IMAGE_OPTIONS,
+    ImageEncoder,
+    check_image_options,
+    loaded_model,
+    pool_stage,
+    run_model,
+    state_dict_sha256,
+)
+from featurestore.encoders.image._io import MAX_PIXELS
+from featurestore.encoders.runtime._cache import file_sha256
+from featurestore.encoders.runtime._model_lookup import downloads_allowed
 from featurestore.errors import EncoderNotAvailableError, ValidationError
+from featurestore.utils._optional import import_optional
 
 __all__ = ["TorchvisionEncoder", "PACKAGED_WEIGHTS"]
 

@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from featurestore.utils._optional import import_optional, install_hint, library_version
 from featurestore.errors import EncoderNotAvailableError, ValidationError
+from featurestore.utils._optional import import_optional, install_hint, library_version
 
 __all__ = ["ResolvedModel", "resolve_model", "downloads_allowed"]
 

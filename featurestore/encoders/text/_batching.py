@@ -21,8 +21,8 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from featurestore.utils._optional import import_optional
 from featurestore.encoders._base import check_texts
+from featurestore.utils._optional import import_optional
 
 __all__ = ["TextTokenizer", "Runner", "plan_batches", "background", "run_chunks"]
 

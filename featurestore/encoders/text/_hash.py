@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.utils._vectors import unit_rows
 from featurestore.encoders._base import DTYPES, TEXT_OPTIONS, Encoder, check_choice
 from featurestore.encoders._registry import register
 from featurestore.errors import ValidationError
+from featurestore.utils._vectors import unit_rows
 
 __all__ = ["HashEncoder"]
 

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.utils._vectors import unit_rows
-from featurestore.utils._optional import import_optional
 from featurestore.encoders.text._batching import TextTokenizer
 from featurestore.encoders.text._pooling import Head, pool
 from featurestore.errors import EncoderNotAvailableError, ValidationError
+from featurestore.utils._optional import import_optional
+from featurestore.utils._vectors import unit_rows
 
 __all__ = ["OnnxExport", "OnnxRunner", "MODEL_FILE", "INT8_FILE", "TOKENIZER_FILE", "META_FILE"]
 

@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.utils._optional import import_optional, library_version
-from featurestore.encoders.text._batching import TextTokenizer
 from featurestore.encoders.runtime._cache import cache_dir, cache_dir_overridden, file_sha256, sha256_file
+from featurestore.encoders.text._batching import TextTokenizer
 from featurestore.encoders.text._model_info import ModelInfo
 from featurestore.encoders.text._onnx import INT8_FILE, META_FILE, MODEL_FILE, TOKENIZER_FILE, OnnxExport
 from featurestore.encoders.text._pooling import pool
 from featurestore.errors import EncoderNotAvailableError
+from featurestore.utils._optional import import_optional, library_version
 
 __all__ = ["EXPORT_FORMAT", "ensure_export"]
 

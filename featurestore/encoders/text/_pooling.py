@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from featurestore.errors import ValidationError
 
 __all__ = ["Head", "pool"]

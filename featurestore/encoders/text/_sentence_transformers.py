@@ -30,19 +30,19 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.utils._optional import import_optional, library_version
-from featurestore.utils._progress import rich_progress
 from featurestore.encoders._base import DTYPES, TEXT_OPTIONS, Encoder, check_choice, check_positive_int, check_texts
-from featurestore.encoders.text._batching import TextTokenizer, run_chunks
+from featurestore.encoders._registry import register
 from featurestore.encoders.runtime._cache import files_sha256
-from featurestore.encoders.text._model_info import SIMPLE_POOLING, read_model_info
 from featurestore.encoders.runtime._model_lookup import ResolvedModel, resolve_model
+from featurestore.encoders.runtime._run_plan import RunPlan, batch_budget, cpu_threads, plan_run
+from featurestore.encoders.text._batching import TextTokenizer, run_chunks
+from featurestore.encoders.text._model_info import SIMPLE_POOLING, read_model_info
 from featurestore.encoders.text._onnx import OnnxExport, OnnxRunner
 from featurestore.encoders.text._pooling import Head
-from featurestore.encoders._registry import register
-from featurestore.encoders.runtime._run_plan import RunPlan, batch_budget, cpu_threads, plan_run
 from featurestore.encoders.text._torch_runner import TorchRunner
 from featurestore.errors import EncoderNotAvailableError, ValidationError
+from featurestore.utils._optional import import_optional, library_version
+from featurestore.utils._progress import rich_progress
 
 __all__ = ["SentenceTransformerEncoder"]
 

@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from featurestore.encoders._base import DTYPES, TEXT_OPTIONS, Encoder, check_choice
+from featurestore.encoders._registry import register
+from featurestore.encoders.runtime._cache import files_sha256
+from featurestore.errors import EncoderNotAvailableError, ValidationError
 from featurestore.utils._optional import import_optional, library_version
 from featurestore.utils._vectors import unit_rows
-from featurestore.encoders._base import DTYPES, TEXT_OPTIONS, Encoder, check_choice
-from featurestore.encoders.runtime._cache import files_sha256
-from featurestore.encoders._registry import register
-from featurestore.errors import EncoderNotAvailableError, ValidationError
 
 __all__ = ["GloveEncoder", "WordLlamaEncoder", "check_whole_text_options"]
 

@@ -41,14 +41,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from featurestore.storage._atomic import fsync_path
-from featurestore.storage._layout import ENCODERS, encoders_dir, store_root
-from featurestore.utils._optional import import_optional, library_version
-from featurestore.utils._validation import Constraint, Interval, validate_params
 from featurestore.encoders._base import TEXT_OPTIONS, Encoder, check_texts
 from featurestore.encoders._registry import register
 from featurestore.encoders.text._static import check_whole_text_options
 from featurestore.errors import CorruptStoreError, EncoderNotAvailableError, ValidationError
+from featurestore.storage._atomic import fsync_path
+from featurestore.storage._layout import ENCODERS, encoders_dir, store_root
+from featurestore.utils._optional import import_optional, library_version
+from featurestore.utils._validation import Constraint, Interval, validate_params
 
 __all__ = ["TfidfSvd", "state_dir"]
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.utils._optional import import_optional
 from featurestore.encoders.text._model_info import ModelInfo
 from featurestore.encoders.text._pooling import Head
 from featurestore.errors import ValidationError
+from featurestore.utils._optional import import_optional
 
 __all__ = ["TorchRunner"]
 

@@ -30,16 +30,13 @@ import numpy as np
 import pyarrow as pa
 
 import featurestore
-from featurestore.storage import _format as fmt
-from featurestore.utils._optional import import_optional, library_version
 from featurestore.errors import ValidationError
-
-from pipelines.embedding._runner import _Job
+from featurestore.storage import fixed_size_list, to_matrix
+from featurestore.utils import import_optional, library_version
+from pipelines.embedding._job import Engine, Job, register_engine
 from pipelines.embedding._scratch import scratch_dir
-from pipelines.embedding._images import ImageScreen
 from pipelines.embedding._sinks import Sinks
 from pipelines.sources._errors import RESERVED
-from pipelines.sources._images import IMAGE
 
 #: an image that did not decode in an actor: why (null when it did)
 FAILED = RESERVED + "failed"
@@ -58,7 +55,7 @@ def vectors_column(target: int) -> str:
 WINDOW_ROWS = 65_536
 
 
-def ray_job(local: Callable[[Sinks, Callable[[int], None]], _Job], recipes: Sequence[Any], *,
+def ray_job(local: Callable[[Sinks, Callable[[int], None]], Job], recipes: Sequence[Any], *,
             address: str | None = None, num_gpus_per_worker: float | None = None, concurrency: int | None = None,
             staging: str | None = None, progress: bool | None = None
             ) -> tuple[Callable[[Sinks, Callable[[int], None]], "RayEncoding"], dict[str, Any]]:
@@ -108,11 +105,11 @@ class RayEncoding:
     """A local job (its screen, chunks, sinks and error rows) whose encoding is done by Ray Data actors on staged
     Parquet, a window at a time."""
 
-    def __init__(self, job: _Job, recipes: list[Any], *, staging: str | None, num_gpus: float,
+    def __init__(self, job: Job, recipes: list[Any], *, staging: str | None, num_gpus: float,
                  concurrency: int | None, progress: bool | None) -> None:
         self.job, self.recipes, self.staging, self.num_gpus = job, recipes, staging, num_gpus
         self.concurrency, self.progress = concurrency, progress
-        self.image = isinstance(job.screen, ImageScreen)
+        self.image = job.image
         self._staged = 0  # chunk files written so far (their numbers)
 
     @property
@@ -127,13 +124,13 @@ class RayEncoding:
         fs, folder, owned = _staging(self.staging)
         job = self.job
         try:
-            chunks = job._chunks(src, limit)
+            chunks = job.chunks(src, limit)
             while files := self._stage(chunks, fs, folder):  # one window at a time, see WINDOW_ROWS
                 for batch in self._encoded(fs, files):
                     self._commit(batch)
                 for path in files:
                     fs.delete_file(path)
-            job._finish()
+            job.finish()
         finally:
             job.sinks.close()
             if owned:
@@ -156,8 +153,8 @@ class RayEncoding:
                     job.sinks.record_errors(job.screen.take_errors())
         if batch.num_rows:
             vectors = [batch.column(c) for c in outputs[:len(self.recipes)]]
-            job.sinks.add(batch.drop_columns(outputs), [fmt.to_matrix(v, v.type.list_size) for v in vectors])
-        job._advance(rows)
+            job.sinks.add(batch.drop_columns(outputs), [to_matrix(v, v.type.list_size) for v in vectors])
+        job.advance(rows)
 
     def _stage(self, chunks: Iterator[pa.Table], fs: Any, folder: str) -> list[str]:
         """Write the next window of screened rows that need encoding to ``folder`` (one Parquet file per chunk, at
@@ -190,7 +187,7 @@ class RayEncoding:
         # actor returns a whole block's vectors at once, so results would come back in bursts as large as the job.
         ds = ray.data.read_parquet(files, filesystem=fs, override_num_blocks=len(files))
         # Ray Data restarts a dead actor and retries its batch by default (max_restarts=-1, max_task_retries=-1).
-        payload = IMAGE if self.image else self.job.text
+        payload = self.job.payload
         ds = ds.map_batches(_EncodeActor, fn_constructor_kwargs={"recipes": self.recipes, "payload": payload,
                                                                  "image": self.image},
                             batch_format="pyarrow", batch_size=self.job.chunk_rows,  # Ray merges small files
@@ -226,7 +223,7 @@ class _EncodeActor:
         if not self.image:
             blocks = next(iter(lead.encode_batches_with(others, [values])))
             for i, block in enumerate(blocks):
-                batch = batch.append_column(vectors_column(i), fmt.fixed_size_list(block))
+                batch = batch.append_column(vectors_column(i), fixed_size_list(block))
             return batch
         from pipelines.embedding._images import decode_batch, encode_pixels
 
@@ -239,7 +236,7 @@ class _EncodeActor:
             full = np.zeros((len(values), encoder.dim if block is None else block.shape[1]), dtype)
             if block is not None:
                 full[ok] = block
-            batch = batch.append_column(vectors_column(i), fmt.fixed_size_list(full))
+            batch = batch.append_column(vectors_column(i), fixed_size_list(full))
         return batch.append_column(FAILED, pa.array(reasons, pa.string()))
 
 
@@ -256,3 +253,11 @@ def _staging(staging: str | None) -> tuple[Any, str, bool]:
     folder = f"{base.rstrip('/')}/featurestore-ray-{uuid.uuid4().hex[:12]}"
     filesystem.create_dir(folder, recursive=True)
     return filesystem, folder, False
+
+
+def _check(*, address: str | None = None, num_gpus_per_worker: float | None = None, concurrency: int | None = None,
+           staging: str | None = None) -> None:
+    check_ray_options(num_gpus_per_worker, concurrency)
+
+
+register_engine("ray", Engine(check=_check, wrap=ray_job, recipe=recipe))

@@ -13,9 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featurestore.encoders import (ENTRY_POINT_GROUP, describe_encoders, encoder_from_spec, get_encoder,
-                                   is_reproducible, list_encoders)
-from featurestore.encoders import _registry
+from featurestore.encoders import (
+    ENTRY_POINT_GROUP,
+    _registry,
+    describe_encoders,
+    encoder_from_spec,
+    get_encoder,
+    is_reproducible,
+    list_encoders,
+)
 from featurestore.errors import EncoderNotAvailableError, UnknownEncoderError
 
 MODULE = '''

@@ -7,9 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-import featurestore
-from featurestore.search import _matrix, _scoring
 from featurestore.errors import SpecMismatchError, ValidationError
+from featurestore.search import _matrix, _scoring
 
 
 def brute_force(matrix: np.ndarray, keys: list, query: np.ndarray, k: int, metric: str) -> tuple[list, np.ndarray]:

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from featurestore import CorruptStoreError
-from featurestore.storage._manifest import read_manifest
 from featurestore.storage._layout import MANIFEST
+from featurestore.storage._manifest import read_manifest
 from featurestore.storage._stats import float32_list, pooled_stats, version_stats
 from pipelines.cli import cli
 

@@ -13,8 +13,8 @@ from sklearn.model_selection import KFold
 from featurestore.utils._validation import (
     CVSplitter,
     HasMethods,
-    InvalidParameterError,
     Interval,
+    InvalidParameterError,
     StrOptions,
     SubsetOf,
     validate_params,

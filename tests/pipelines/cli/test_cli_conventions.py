@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import tomllib
 import warnings
 
 import click
@@ -15,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import tomllib
 
 import featurestore
 from pipelines.cli import _common as _cli_common

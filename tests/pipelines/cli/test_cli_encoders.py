@@ -15,8 +15,8 @@ from click.testing import CliRunner
 import featurestore
 import pipelines
 from featurestore.encoders import TfidfSvd, get_encoder, is_reproducible
-from pipelines.cli._encoders import fit_from_source
 from pipelines.cli import cli
+from pipelines.cli._encoders import fit_from_source
 
 WORDS = ("soft cotton dress linen shirt wool coat silk scarf denim jeans size small large fits runs true colour "
          "fabric thin thick warm lovely returned zipper broke washes comfortable").split()

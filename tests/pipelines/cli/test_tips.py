@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from featurestore.encoders.runtime import _run_plan
-from pipelines.cli import _tips
-from pipelines.cli import cli
+from featurestore.encoders import runtime as _run_plan  # the tips read cpu_flags from the public package
+from pipelines.cli import _tips, cli
 
 DAY = 24 * 3600.0
 BIG = {"rows_written": 20_000, "seconds": 90.0, "provenance": {"device": "cpu", "precision": "fp32", "backend": "onnx"}}

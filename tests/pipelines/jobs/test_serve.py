@@ -21,9 +21,9 @@ import featurestore
 import pipelines
 import stackers
 from featurestore.errors import EncoderNotAvailableError, FeatureSetNotFoundError, ValidationError
+from pipelines.cli import cli
 from pipelines.jobs._serve import serve
 from pipelines.jobs._stack import train_stack
-from pipelines.cli import cli
 
 WORDS = {"c0": ["good", "nice", "great", "lovely"], "c1": ["bad", "awful", "poor", "broken"],
          "c2": ["fine", "okay", "average", "plain"]}

@@ -15,7 +15,7 @@ import pytest
 import pipelines
 from featurestore import ValidationError
 from featurestore.encoders import get_encoder
-from pipelines.sources import TableSource, _tables
+from pipelines.sources import TableSource, _formats
 from pipelines.sources._errors import ERROR_KIND, ERROR_MESSAGE
 
 
@@ -120,15 +120,15 @@ def test_a_big_row_restarts_with_a_bigger_block_without_repeating_rows(tmp_path,
     rows[2500] = '2500,"' + "x" * 4_000_000 + '"'  # rows before it are yielded before the reader trips on it
     path.write_text("id,text\n" + "\n".join(rows) + "\n")
     opened = []
-    reader = _tables._csv_reader
-    monkeypatch.setattr(_tables, "_csv_reader", lambda *args: opened.append(args[1]) or reader(*args))
+    reader = _formats._csv_reader
+    monkeypatch.setattr(_formats, "_csv_reader", lambda *args: opened.append(args[1]) or reader(*args))
     ids = TableSource(path, batch_rows=100).read_columns(["id"]).column("id").to_pylist()
     assert ids == [str(i) for i in range(3000)]
-    assert opened == list(_tables.CSV_BLOCK_SIZES[:2])  # read again once, with the next block size
+    assert opened == list(_formats.CSV_BLOCK_SIZES[:2])  # read again once, with the next block size
 
 
 def test_a_row_over_the_largest_block_fails_clearly(tmp_path, monkeypatch):
-    monkeypatch.setattr(_tables, "CSV_BLOCK_SIZES", (1 << 16, 1 << 18))
+    monkeypatch.setattr(_formats, "CSV_BLOCK_SIZES", (1 << 16, 1 << 18))
     path = tmp_path / "big.csv"
     path.write_text('id,text\n1,"' + "y" * 1_000_000 + '"\n')
     with pytest.raises(ValidationError, match=r"big\.csv'.*larger than 0\.25 MiB.*Parquet or JSONL"):
@@ -241,7 +241,7 @@ def test_job_specs_fall_back_to_tomli_without_tomllib(tmp_path, monkeypatch):
     import tomli  # a test dependency on every Python, so this path never silently skips
     monkeypatch.setitem(sys.modules, "tomllib", None)  # `import tomllib` now fails, as on Python 3.10
     monkeypatch.delitem(sys.modules, "pipelines.embedding._spec")
-    monkeypatch.setattr(pipelines, "_spec", pipelines.embedding._spec)  # restored after the test, with sys.modules
+    monkeypatch.setattr(pipelines.embedding, "_spec", pipelines.embedding._spec)  # restored after the test, with sys.modules
     spec_module = importlib.import_module("pipelines.embedding._spec")
     assert spec_module.tomllib is tomli
     path = tmp_path / "job.toml"

@@ -13,7 +13,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import stackers
 from stackers import CORAL, StackingClassifier, Whitening
-from stackers.persist._persist import ARRAYS, MANIFEST
+from stackers.classify._format import ARRAYS, MANIFEST
 
 
 def _correlated(n: int, d: int, seed: int, shift: float = 0.0) -> np.ndarray:

@@ -28,7 +28,6 @@ import stackers
 from stackers import StackingClassifier, TrainingSet
 from stackers.classify._meta import LogisticMeta
 
-
 # -- the estimator contract -----------------------------------------------------------------------------------
 # Two documented departures, both deliberate (and both named by scikit-learn for its own estimators):
 # - a tuned decision threshold means predict is not argmax(predict_proba) on a binary problem (scikit-learn's

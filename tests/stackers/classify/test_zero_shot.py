@@ -14,6 +14,7 @@ from sklearn.metrics import accuracy_score
 from stackers import StackingClassifier, ZeroShotClassifier
 from stackers.classify._zero_shot import DEFAULT_TEMPLATES
 
+
 class _Words:
     """A text encoder whose vector for a prompt is the sum of fixed random vectors of its words."""
 

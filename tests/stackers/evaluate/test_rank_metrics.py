@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from stackers.evaluate._rank_metrics import coverage, paired_difference, per_user_metrics, summarize
 from stackers.evaluate._metrics import bootstrap_indices
-from stackers.recommend._recommend import target_ranks
+from stackers.evaluate._rank_metrics import coverage, paired_difference, per_user_metrics, summarize
+from stackers.recommend._evaluation import target_ranks
 
 
 def test_one_target_per_user():

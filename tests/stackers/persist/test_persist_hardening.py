@@ -141,7 +141,7 @@ def test_tampered_lightgbm_text_fails_cleanly_in_a_child_process(crash_runs, cas
     assert rc == 1, f"{case}: exit {rc} (a negative code is a signal), stdout={out!r}, stderr tail={err[-600:]!r}"
     assert "predicted" not in out
     last = err.strip().splitlines()[-1]
-    assert last.startswith("ValueError: ") and "is not a LightGBM model this stacker can load" in last, last
+    assert last.startswith("stackers.errors.CorruptModelError: ") and "is not a LightGBM model this stacker can load" in last, last
     assert str(folder / "meta_lightgbm.txt") in last and CRASHES[case][1] in last, last
 
 

@@ -7,7 +7,10 @@ import pytest
 
 import featurestore
 from stackers import Interactions, InvalidParameterError, RecommenderStack
-from stackers.recommend._recommend import _features, _fit_generators, _scores, check_groups
+from stackers.recommend._features import check_groups
+from stackers.recommend._features import ranker_features as _features
+from stackers.recommend._generators import fit_generators as _fit_generators
+from stackers.recommend._generators import generator_scores as _scores
 
 FAST = dict(n_estimators=40, n_stages=2, candidates_per_set=30, svd_dim=16)
 

@@ -20,8 +20,7 @@ import pytest
 
 import featurestore.encoders as encoders
 from featurestore.encoders import Encoder, encoder_from_spec, get_encoder, list_encoders, register
-from featurestore.errors import (EncoderNotAvailableError, FeatureStoreError, MissingDependencyError,
-                                 UnknownEncoderError)
+from featurestore.errors import EncoderNotAvailableError, FeatureStoreError, MissingDependencyError, UnknownEncoderError
 
 MINILM = "sentence-transformers:all-MiniLM-L6-v2"
 HEAVY = ("torch", "transformers", "sentence_transformers", "onnxruntime")

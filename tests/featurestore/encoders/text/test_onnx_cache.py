@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from featurestore.encoders import get_encoder
 from featurestore.encoders.runtime import _cache
 from featurestore.encoders.text import _onnx, _onnx_export
-from featurestore.encoders import get_encoder
 from featurestore.encoders.text._pooling import Head
 from featurestore.errors import EncoderNotAvailableError
 

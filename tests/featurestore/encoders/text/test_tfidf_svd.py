@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import featurestore
-from featurestore.utils._validation import InvalidParameterError
 from featurestore.encoders import TfidfSvd, encoder_from_spec, get_encoder, is_reproducible
 from featurestore.errors import CorruptStoreError, EncoderNotAvailableError, MissingDependencyError
+from featurestore.utils._validation import InvalidParameterError
 
 # The spec pipelines/demos/_reviews.py wrote for its TF-IDF + SVD feature set before this encoder existed.
 OLD_DEMO_SPEC = {"encoder": "sklearn:tfidf-svd", "metric": "cosine", "ngram_range": [1, 2], "min_df": 2,

@@ -1,12 +1,13 @@
-"""The batch embedding job: source -> screen (set aside bad rows, skip committed ones) -> encoder -> sinks.
+"""Every embedding job's frame: checks, the source keys indexed on disk, the writers, the engine, the local pass.
 
 Memory stays bounded whatever the input size: rows are read in batches, texts are encoded in chunks, and a partition
 is committed as soon as it fills (the commit runs in a background thread while the next chunk is encoded). A rerun
 skips every row whose (key, content_hash) is already committed, so a job killed at any moment and started again ends
 with exactly the source's rows.
 
-This module holds the public calls, their checks and the loop; ``_screen`` decides which rows to encode and
-``_sinks`` buffers and commits partitions.
+Text jobs (``_text``) and image jobs (``_images``) run through :func:`run_indexed`; ``_screen`` decides which rows to
+encode and ``_sinks`` buffers and commits partitions. An engine other than this process (``engines``: Ray) registers
+itself here and drives the same :class:`Job`; the job never imports it.
 """
 
 from __future__ import annotations
@@ -22,16 +23,13 @@ import pyarrow as pa
 
 import featurestore
 from featurestore.encoders import TEXT_OPTIONS
-from featurestore.storage import _format as fmt
-from featurestore.storage._error_rows import COLUMNS as ERROR_COLUMNS, REASON
-from featurestore.storage._names import validate_name
-from featurestore.utils._progress import ProgressCallback, progress_enabled, rich_progress
 from featurestore.errors import InvalidTypeError, ValidationError
-
+from featurestore.storage import ERROR_COLUMNS, REASON, SYSTEM_COLUMNS, spec_fingerprint, validate_name
+from featurestore.utils import ProgressCallback, progress_enabled, rich_progress
 from pipelines.embedding._screen import Screen
 from pipelines.embedding._sinks import Sink, Sinks
 from pipelines.embedding._source_keys import SourceKeys
-from pipelines.sources import TableSource, open_source
+from pipelines.sources import TableSource
 from pipelines.sources._errors import RESERVED
 
 ENCODER_OPTIONS = TEXT_OPTIONS  # what a text job passes on to its encoder (the encoders' own list, one home)
@@ -64,76 +62,42 @@ class EmbedResult:
         return d
 
 
-def embed(store: featurestore.Store | str | os.PathLike[str], source: Any, *, key: str | Sequence[str] = "id",
-          text: str = "text", encoder: str | Any = "sentence-transformers:all-MiniLM-L6-v2", name: str,
-          version: int | str = "auto", chunk_rows: int | None = None, partition_rows: int = 10_000,
-          progress: bool | None = None, on_progress: ProgressCallback | None = None, lock_timeout: float = 60.0,
-          limit: int | None = None, keep: Sequence[str] = (), engine: str = "local", address: str | None = None,
-          num_gpus_per_worker: float | None = None, concurrency: int | None = None, staging: str | None = None,
-          **encoder_options: Any) -> EmbedResult:
-    """Embed the ``text`` column of ``source`` with ``encoder`` into feature set ``name``, keyed by ``key``.
+@dataclass(frozen=True)
+class Engine:
+    """Where an embedding job's encoding runs when it is not this process (registered by ``engines``).
 
-    ``source`` is a Parquet/CSV/JSONL file or folder, or an Arrow/pandas table. Encoder options (``device``,
-    ``batch_size``, ``max_seq_length``, ``normalize``, ``layer``, ``pooling``, ``dtype``, ``backend``, ``precision``)
-    go to the encoder when it is given by name; an Encoder object comes configured, and options beside it are an
-    error. ``version="auto"`` appends to the version with the same encoder spec or starts a new one.
-    ``keep``: source columns stored beside the vectors (the text itself may be one), so search results and SQL can
-    show them; they are not part of the encoder spec, and a version keeps the same columns in every partition.
-    ``engine="ray"`` runs the encoder as Ray Data actors (``pipelines/embedding/engines/_ray.py``): ``address`` of the cluster
-    (default: the running one, else a local one), ``num_gpus_per_worker`` per actor, ``concurrency`` actors, and a
-    ``staging`` folder every node can read (any pyarrow filesystem URI; default a local temporary folder). The store,
-    its format, provenance, resume and idempotence are the local engine's.
+    ``check(**options)`` refuses bad options before any work; ``wrap(job_factory, recipes, progress=, **options)``
+    returns (a factory of jobs that encode there, the facts kept in provenance); ``recipe(asked, options, store)``
+    says how a remote worker builds one target's encoder. The job never imports an engine: it looks it up here.
     """
-    _check_options(encoder_options)
-    ray_options = _engine_options(engine, address=address, num_gpus_per_worker=num_gpus_per_worker,
-                                  concurrency=concurrency, staging=staging)
-    targets = [(name, _build_encoder(encoder, encoder_options, store), (encoder, encoder_options))]
-    return _run(store, source, targets, key=key, text=text, version=version, chunk_rows=chunk_rows,
-                partition_rows=partition_rows, progress=progress, on_progress=on_progress,
-                lock_timeout=lock_timeout, limit=limit, keep=keep, ray_options=ray_options)[0]
+
+    check: Callable[..., Any]
+    wrap: Callable[..., tuple[Callable[..., Any], dict[str, Any]]]
+    recipe: Callable[[Any, dict[str, Any], Any], Any]
 
 
-def _engine_options(engine: str, **ray_options: Any) -> dict[str, Any] | None:
-    """The Ray options of ``engine="ray"`` (None for the local engine, which refuses them)."""
-    if engine == "ray":
-        from pipelines.embedding.engines._ray import check_ray_options
+ENGINES: dict[str, Engine] = {}
+LOCAL = "local"
 
-        check_ray_options(ray_options["num_gpus_per_worker"], ray_options["concurrency"])
-        return ray_options
-    if engine != "local":
-        raise ValidationError(f"The 'engine' parameter must be 'local' or 'ray'. Got {engine!r} instead.")
-    given = sorted(k for k, v in ray_options.items() if v is not None)
+
+def register_engine(name: str, engine: Engine) -> Engine:
+    """Make ``engine="<name>"`` run through ``engine`` (the ``engines`` package registers its engines on import)."""
+    ENGINES[name] = engine
+    return engine
+
+
+def engine_options(engine: str, **options: Any) -> dict[str, Any] | None:
+    """The options of a non-local ``engine``, checked (None for the local engine, which refuses them)."""
+    if engine != LOCAL:
+        if engine not in ENGINES:
+            known = " or ".join(map(repr, [LOCAL, *sorted(ENGINES)]))
+            raise ValidationError(f"The 'engine' parameter must be {known}. Got {engine!r} instead.")
+        ENGINES[engine].check(**options)
+        return {"engine": engine, **options}
+    given = sorted(k for k, v in options.items() if v is not None)
     if given:
         raise ValidationError(f"Option(s) {given} apply to engine='ray' only; this job runs on engine='local'.")
     return None
-
-
-def embed_layers(store: featurestore.Store | str | os.PathLike[str], source: Any, *, name: str,
-                 layers: Sequence[int | None], key: str | Sequence[str] = "id", text: str = "text",
-                 encoder: str = "sentence-transformers:all-MiniLM-L6-v2", version: int | str = "auto",
-                 chunk_rows: int | None = None, partition_rows: int = 10_000, progress: bool | None = None,
-                 on_progress: ProgressCallback | None = None, lock_timeout: float = 60.0, limit: int | None = None,
-                 keep: Sequence[str] = (), engine: str = "local", address: str | None = None,
-                 num_gpus_per_worker: float | None = None, concurrency: int | None = None, staging: str | None = None,
-                 **encoder_options: Any) -> list[EmbedResult]:
-    """Embed several hidden layers of one model into one feature set each, in a single pass over the source.
-
-    Layer ``k`` goes to ``layer_name(name, k)`` (``reviews_minilm_layer3``, ``reviews_minilm_layer_m1`` for -1), and
-    ``None`` to ``name`` itself (the model's own output, which ignores ``pooling``). The sentence-transformers
-    encoder computes every layer in one forward pass per batch, so N layers cost about one. Each set resumes on its
-    own: a rerun encodes only rows some set still lacks. Returns one result per layer, in order. ``engine="ray"``
-    and its options as for :func:`embed`: each actor computes every layer in one pass.
-    """
-    _check_options(encoder_options)
-    layers = check_layers("embed_layers", encoder, encoder_options, layers, "sentence-transformers:all-MiniLM-L6-v2")
-    ray_options = _engine_options(engine, address=address, num_gpus_per_worker=num_gpus_per_worker,
-                                  concurrency=concurrency, staging=staging)
-    own = {k: v for k, v in encoder_options.items() if k != "pooling"}  # the model's output has its own pooling
-    built = [(name, own) if k is None else (layer_name(name, k), {**encoder_options, "layer": k}) for k in layers]
-    targets = [(set_name, _build_encoder(encoder, options, store), (encoder, options)) for set_name, options in built]
-    return _run(store, source, targets, key=key, text=text, version=version, chunk_rows=chunk_rows,
-                partition_rows=partition_rows, progress=progress, on_progress=on_progress,
-                lock_timeout=lock_timeout, limit=limit, keep=keep, ray_options=ray_options)
 
 
 def check_layers(caller: str, encoder: Any, options: dict[str, Any], layers: Sequence[Any], example: str) -> list[Any]:
@@ -154,36 +118,13 @@ def check_layers(caller: str, encoder: Any, options: dict[str, Any], layers: Seq
 MODEL_OUTPUT = "model"
 
 
-def layer_name(name: str, layer: int) -> str:
-    """``reviews_minilm`` + layer 3 -> ``reviews_minilm_layer3``; layer -1 -> ``reviews_minilm_layer_m1``.
-
-    ``m`` stands for minus: a feature set name is an SQL identifier, so it cannot hold ``-``.
-    """
-    return f"{name}_layer{layer}" if layer >= 0 else f"{name}_layer_m{-layer}"
-
-
-def parse_layer(value: Any) -> int | None:
-    """A layer as written in a flag or a spec: an int (negative counts from the end), or ``"model"`` (None)."""
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip().lower() == MODEL_OUTPUT:
-        return None
-    if isinstance(value, bool):
-        raise ValidationError(f"A layer is an int or {MODEL_OUTPUT!r} (the model's own output). Got {value!r} instead.")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValidationError(f"A layer is an int or {MODEL_OUTPUT!r} (the model's own output). Got {value!r} "
-                         "instead.") from None
-
-
-def _check_options(encoder_options: dict[str, Any]) -> None:
+def check_options(encoder_options: dict[str, Any]) -> None:
     unknown = sorted(set(encoder_options) - set(ENCODER_OPTIONS))
     if unknown:
         raise ValidationError(f"Unknown option(s) {unknown} for embed(). Valid encoder options: {list(ENCODER_OPTIONS)}")
 
 
-def _build_encoder(encoder: str | Any, options: dict[str, Any], store: Any) -> Any:
+def build_encoder(encoder: str | Any, options: dict[str, Any], store: Any) -> Any:
     from featurestore.encoders import get_encoder
 
     options = {k: v for k, v in options.items() if v is not None}
@@ -195,41 +136,27 @@ def _build_encoder(encoder: str | Any, options: dict[str, Any], store: Any) -> A
     return encoder
 
 
-def _run(store: featurestore.Store | str | os.PathLike[str], source: Any, targets: list[tuple[str, Any, Any]], *,
-         key: str | Sequence[str], text: str, version: int | str, chunk_rows: int | None, partition_rows: int,
-         progress: bool | None, on_progress: ProgressCallback | None, lock_timeout: float,
-         limit: int | None, keep: Sequence[str] = (), ray_options: dict[str, Any] | None = None) -> list[EmbedResult]:
-    """One pass over ``source`` writing each (feature set, encoder, how it was asked for) target; the first encoder
-    leads the pass."""
-    store, keys, keep = check_job(store, targets, key, {"text": text}, keep)
-    src = open_source(source)
-    src.check_columns([*keys, text, *keep])
-    chunk_rows = chunk_rows or _default_chunk_rows(targets[0][1])
-    return run_indexed(store, src, targets, keys=keys, keep=keep, text=text, limit=limit, version=version,
-                       partition_rows=partition_rows, progress=progress, on_progress=on_progress,
-                       lock_timeout=lock_timeout, ray_options=ray_options,
-                       job=lambda sinks, report: _Job(sinks, keys, text, chunk_rows, report, keep))
-
-
 def run_indexed(store: featurestore.Store, src: Any, targets: list[tuple[str, Any, Any]], *, keys: list[str],
                 keep: list[str], text: str | None, limit: int | None, job: Callable[[Sinks, Callable[[int], None]], Any],
-                ray_options: dict[str, Any] | None = None, **write_options: Any) -> list[EmbedResult]:
+                engine: dict[str, Any] | None = None, **write_options: Any) -> list[EmbedResult]:
     """Every embedding job's frame: its source keys indexed on disk (``SourceKeys``: nulls and duplicates refused,
     resume looked up there, so memory stays flat whatever the source's size), the writers, then ``job(sinks, report)``
-    run over ``src``; on Ray (``ray_options``) the same job with its encoding done by actors.
+    run over ``src``; with ``engine`` (``engine_options``: a registered engine and its options) the same job with its
+    encoding done there.
 
-    ``targets``: (feature set, encoder, (encoder as asked for, its options)): the last says how a Ray actor builds it.
+    ``targets``: (feature set, encoder, (encoder as asked for, its options)): the last says how a remote worker
+    builds it.
     ``text``: the text column (a JSONL line's keys are read as the job reads them); None for images.
     """
     facts = None
     with SourceKeys(keys, src.description) as index:
         total = index.scan(src, text, limit)
         index.check_duplicates()
-        if ray_options is not None:  # after the checks: a bad source is refused before a cluster starts
-            from pipelines.embedding.engines._ray import ray_job, recipe  # only here: the local engine never imports ray
-
-            recipes = [recipe(asked, options, store) for _, _, (asked, options) in targets]
-            job, facts = ray_job(job, recipes, progress=write_options.get("progress"), **ray_options)
+        if engine is not None:  # after the checks: a bad source is refused before a cluster starts
+            options = dict(engine)
+            remote = ENGINES[options.pop("engine")]
+            recipes = [remote.recipe(asked, opts, store) for _, _, (asked, opts) in targets]
+            job, facts = remote.wrap(job, recipes, progress=write_options.get("progress"), **options)
 
         def work(sinks: Sinks, report: Callable[[int], None]) -> tuple[int, dict[str, int]]:
             for sink in sinks.sinks:
@@ -299,7 +226,7 @@ def write_targets(store: featurestore.Store, src: Any, targets: list[tuple[str, 
                                                       provenance=provenance, lock_timeout=lock_timeout,
                                                       run_info=run_info))
             _check_kept_columns(writer, keep)
-            sinks.append(Sink(writer, enc, fmt.spec_fingerprint(spec), keep))
+            sinks.append(Sink(writer, enc, spec_fingerprint(spec), keep))
         bar = stack.enter_context(rich_progress(f"embed {label}", total, enabled=progress_enabled(progress)))
 
         def report(done: int) -> None:
@@ -326,10 +253,10 @@ def _check_keep(keep: Sequence[str], keys: list[str]) -> list[str]:
     repeated = sorted({c for c in keep if keep.count(c) > 1})
     if repeated:
         raise ValidationError(f"Column(s) {repeated} are given twice in keep={keep}.")
-    clash = [c for c in keep if c in keys or c in fmt.SYSTEM_COLUMNS or c.startswith(RESERVED)]
+    clash = [c for c in keep if c in keys or c in SYSTEM_COLUMNS or c.startswith(RESERVED)]
     if clash:
         raise ValidationError(
-            f"Cannot keep column(s) {clash}: keys are stored anyway, and {list(fmt.SYSTEM_COLUMNS)} (and names "
+            f"Cannot keep column(s) {clash}: keys are stored anyway, and {list(SYSTEM_COLUMNS)} (and names "
             f"starting with {RESERVED!r}) are written by the store itself. Help: rename them in the source.")
     return keep
 
@@ -339,7 +266,7 @@ def _check_kept_columns(writer: Any, keep: list[str]) -> None:
     m = writer.manifest
     if m is None or not m.columns:  # a new version: its first partition sets the layout
         return
-    stored = [c for c in m.columns if c not in m.key and c not in fmt.SYSTEM_COLUMNS]
+    stored = [c for c in m.columns if c not in m.key and c not in SYSTEM_COLUMNS]
     if sorted(stored) != sorted(keep):
         raise ValidationError(
             f"Cannot append to {m.name!r} v{m.version} keeping {keep}: its partitions keep {stored}. The kept "
@@ -347,12 +274,12 @@ def _check_kept_columns(writer: Any, keep: list[str]) -> None:
             "(version='new', `--version new`).")
 
 
-def _default_chunk_rows(enc: Any) -> int:
+def default_chunk_rows(enc: Any) -> int:
     batch = getattr(enc, "batch_size", None) or 32
     return max(512, min(8192, batch * 64))
 
 
-def _check_source_keys(src: TableSource, keys: list[str], limit: int | None) -> int:
+def check_source_keys(src: TableSource, keys: list[str], limit: int | None) -> int:
     """Null or duplicate keys in the source are an error before any model is loaded; returns the rows checked.
 
     The keys go through a DuckDB table on disk (``SourceKeys``), not a table in memory.
@@ -363,16 +290,23 @@ def _check_source_keys(src: TableSource, keys: list[str], limit: int | None) -> 
     return total
 
 
-class _Job:
-    """One pass over the source: screened rows flow through the lead encoder's pass into the sinks.
+class Job:
+    """One local pass over a text source: screened rows flow through the lead encoder's pass into the sinks.
+
+    An engine drives the same job with its encoding done elsewhere, through :meth:`chunks` (screened rows that need
+    encoding), the sinks, :meth:`advance` and :meth:`finish`; ``image`` says whether ``payload`` holds image
+    references (``IMAGE``) or texts.
 
     Each sink takes the rows it lacks (its own content hash, so a set that is complete skips them while another set
     still gets them).
     """
 
+    image = False
+
     def __init__(self, sinks: Sinks, keys: list[str], text: str, chunk_rows: int, report: Any,
                  keep: Sequence[str] = ()) -> None:
         self.sinks, self.keys, self.text, self.chunk_rows, self.report = sinks, keys, text, chunk_rows, report
+        self.payload = text
         self.carry = [c for c in keep if c != text]  # kept columns other than the text, carried beside the keys
         self.screen = Screen(sinks.sinks, keys, text, self.carry)
         self.rows_read = 0
@@ -380,7 +314,7 @@ class _Job:
 
     def run(self, src: TableSource, limit: int | None) -> None:
         try:
-            chunks = self._chunks(src, limit)
+            chunks = self.chunks(src, limit)
             meta: list[pa.Table] = []
 
             def texts() -> Iterator[list[str]]:
@@ -394,18 +328,18 @@ class _Job:
             for vectors in stream:
                 chunk = meta.pop(0)
                 self.sinks.add(chunk, vectors)
-                self._advance(chunk.num_rows)
-            self._finish()
+                self.advance(chunk.num_rows)
+            self.finish()
         finally:
             self.sinks.close()
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
         """Commit what is pending, then the error rows still held."""
         self.sinks.flush(force=True)
         self.sinks.wait()
         self.sinks.record_errors(self.screen.errors())
 
-    def _advance(self, rows: int) -> None:
+    def advance(self, rows: int) -> None:
         self.done += rows
         self.report(self.done)
 
@@ -414,7 +348,7 @@ class _Job:
         binary = [self.text] if src.format == "csv" else []
         return src.batches([*self.keys, *self.carry, self.text], binary=binary, text=self.text)
 
-    def _chunks(self, src: TableSource, limit: int | None) -> Iterator[pa.Table]:
+    def chunks(self, src: TableSource, limit: int | None) -> Iterator[pa.Table]:
         """Screened rows that still need encoding (see ``Screen``), re-cut to ``chunk_rows``."""
         buf: list[pa.Table] = []
         rows = 0
@@ -427,7 +361,7 @@ class _Job:
             self.rows_read += batch.num_rows
             if self.screen.error_rows >= self.sinks.partition_rows:  # stored as they fill a partition, not held
                 self.sinks.record_errors(self.screen.take_errors())
-            self._advance(settled)
+            self.advance(settled)
             if todo.num_rows:
                 buf.append(todo)
                 rows += todo.num_rows
