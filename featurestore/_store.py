@@ -264,7 +264,8 @@ class Store:
         search with a stored row's vector instead (a list of keys for a batch); that row is left out of its own
         results unless ``include_self``. ``image``: a path, bytes or PIL image (or a list), encoded by the set's image
         encoder. A text against image vectors (or an image against text vectors) goes through the other tower of the
-        same open_clip model, checked to share the set's ``space``. ``where``: an SQL predicate over the set's view, run first, so only the rows
+        same open_clip model, checked to share the set's ``space``. ``where``: an SQL predicate over the set's view,
+        run first, so only the rows
         it keeps are scored. ``metric``: the spec's by default (``cosine``, ``dot``, ``l2``; for ``l2`` the score is
         minus the distance). Exact by default (ties ordered by key); ``index="ann"`` uses the version's HNSW index,
         built first when missing or stale (see :meth:`build_index`).

@@ -13,6 +13,11 @@ from __future__ import annotations
 class FeatureStoreError(Exception):
     """Base class of every error the feature store raises on purpose."""
 
+    def __str__(self) -> str:
+        # The message as given: KeyError and LookupError would repr-quote it, FileNotFoundError would format it as
+        # (errno, strerror).
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
 
 class InvalidNameError(FeatureStoreError, ValueError):
     """A feature set or model name that is not a safe identifier."""
@@ -21,8 +26,6 @@ class InvalidNameError(FeatureStoreError, ValueError):
 class FeatureSetNotFoundError(FeatureStoreError, LookupError):
     """No feature set (or version) of that name in the store."""
 
-    def __str__(self) -> str:  # LookupError would otherwise repr-quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 class ValidationError(FeatureStoreError, ValueError):
@@ -45,8 +48,6 @@ class InvalidIndexError(FeatureStoreError, IndexError):
 class UnknownNameError(FeatureStoreError, KeyError):
     """A name (a model in a comparison, a block) that is not among the known ones; the message lists them."""
 
-    def __str__(self) -> str:  # KeyError would otherwise repr-quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 class TargetExistsError(FeatureStoreError, FileExistsError):
@@ -56,8 +57,6 @@ class TargetExistsError(FeatureStoreError, FileExistsError):
 class MissingFileError(FeatureStoreError, FileNotFoundError):
     """A file the caller named (labels, keys, interactions) that does not exist."""
 
-    def __str__(self) -> str:  # FileNotFoundError would otherwise format (errno, strerror)
-        return str(self.args[0]) if self.args else ""
 
 
 class UsageError(FeatureStoreError, RuntimeError):
@@ -83,8 +82,6 @@ class QueryTimeoutError(FeatureStoreError, TimeoutError):
 class UnknownEncoderError(FeatureStoreError, LookupError):
     """An encoder id whose registry key is not registered."""
 
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class EncoderNotAvailableError(FeatureStoreError, RuntimeError):
@@ -98,8 +95,6 @@ class MissingDependencyError(EncoderNotAvailableError, ImportError):
 class ModelNotFoundError(FeatureStoreError, FileNotFoundError):
     """No saved model of that name in the store, or one without the split `stack train` saves beside it."""
 
-    def __str__(self) -> str:  # FileNotFoundError would otherwise format (errno, strerror)
-        return str(self.args[0]) if self.args else ""
 
 
 class CorruptStoreError(FeatureStoreError, RuntimeError):

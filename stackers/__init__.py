@@ -19,15 +19,17 @@ del _module, import_optional
 
 from stackers._load import load, read_manifest  # noqa: E402
 from stackers.classify._align import CORAL, Whitening  # noqa: E402
-from stackers.classify._probes import CentroidSimilarity, LogisticProbe, LogisticProbeCV  # noqa: E402
+from stackers.classify._probes import CentroidSimilarity, LogisticProbe  # noqa: E402
 from stackers.classify._stacking import StackingClassifier  # noqa: E402
+from stackers.classify._tuning import LogisticProbeCV  # noqa: E402
 from stackers.classify._zero_shot import ZeroShotClassifier  # noqa: E402
 from stackers.data._join import MissingKeysError, MissingKeysWarning, TrainingSet, join  # noqa: E402
 from stackers.data._store_io import StaleFeatureSetWarning, predict_from_store, write_oof  # noqa: E402
 from stackers.errors import CorruptModelError, InvalidParameterError  # noqa: E402
 from stackers.evaluate._compare import Comparison, compare  # noqa: E402
+from stackers.evaluate._curve import LearningCurve  # noqa: E402
 from stackers.evaluate._leaderboard import Leaderboard, leaderboard  # noqa: E402
-from stackers.evaluate._learning_curve import LearningCurve, learning_curve  # noqa: E402
+from stackers.evaluate._learning_curve import learning_curve  # noqa: E402
 from stackers.evaluate._report import ReportPaths, report  # noqa: E402
 from stackers.recommend._evaluation import RankEvaluation  # noqa: E402
 from stackers.recommend._interactions import Interactions  # noqa: E402

@@ -14,6 +14,3 @@ class CorruptModelError(FeatureStoreError, ValueError):
 
 class MissingKeysError(FeatureStoreError, LookupError):
     """Some label keys have no row in a feature set and the join was asked not to drop them (how="error")."""
-
-    def __str__(self) -> str:  # LookupError would otherwise repr-quote the message
-        return str(self.args[0]) if self.args else ""

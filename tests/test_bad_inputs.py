@@ -460,7 +460,8 @@ def _cases() -> list[Case]:
     add("row-ragged-lists", "rows", lambda x: x.write("healthy", _ragged(x)), ValidationError, "id=102 has dim 8")
     add("row-ragged-lists-new-set", "rows", lambda x: x.write("fresh", _ragged(x)), ValidationError, "id=102 has dim 8")
     add("row-null-embedding", "rows",
-        lambda x: x.write("healthy", pa.table({"id": [100, 101], "embedding": pa.array([x.vectors[0].tolist(), None], pa.list_(pa.float32()))})),
+        lambda x: x.write("healthy", pa.table({"id": [100, 101], "embedding": pa.array([x.vectors[0].tolist(), None],
+                                                                             pa.list_(pa.float32()))})),
         ValidationError, "id=101")
     add("row-embedding-column-missing", "rows",
         lambda x: x.write("healthy", {"id": np.arange(3)}), ValidationError, "'embedding'")

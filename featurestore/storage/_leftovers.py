@@ -4,7 +4,8 @@ A writer makes a version folder, writes each partition under a ``.tmp-`` name, r
 the manifest (itself replaced through a ``.tmp-`` file). A kill at any moment can therefore leave, in a feature set's
 folder: a version folder (``v<k>``) with no manifest yet, a ``.tmp-*`` file, or a renamed ``*.parquet`` that no
 manifest lists. Dropping a version (``_drop``) first renames its folder to ``.tmp-drop-v<k>-<hex>``, so a kill before
-its files are gone leaves such a folder (never a version that looks whole but is half deleted). Readers ignore them; the next writer removes them under the set's lock; ``doctor`` reports them
+its files are gone leaves such a folder (never a version that looks whole but is half deleted). Readers ignore them;
+the next writer removes them under the set's lock; ``doctor`` reports them
 (and removes them with ``clean``, under the same lock). This module is the one definition all three use.
 """
 

@@ -218,7 +218,8 @@ class Writer:
         if errors.num_rows == 0:
             return 0
         if self.manifest is None:
-            raise ValidationError("Errors can only be recorded once the version is known (after the first append or with a dim in the spec).")
+            raise ValidationError("Errors can only be recorded once the version is known (after the first append or "
+                                  "with a dim in the spec).")
         errors = errors.append_column(fmt.RUN_ID, pa.array([self.run_id] * errors.num_rows, pa.string()))
         m = self.manifest
         self._ensure_folder()

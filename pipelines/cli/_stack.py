@@ -41,7 +41,8 @@ class _ProbeC(click.ParamType):
 @stack.command(name="train")
 @store_option
 @list_option("--sets", required=True, metavar="SET[,SET]", help="Feature sets to stack (one probe each).")
-@click.option("--labels", required=True, type=click.Path(exists=True, dir_okay=False), help="Parquet/CSV with key, label (and groups, columns).")
+@click.option("--labels", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Parquet/CSV with key, label (and groups, columns).")
 @list_option("--key", "keys", metavar="COL[,COL]", help="Key column(s) of the labels table. Default: id.")
 @click.option("--label", default="label", show_default=True)
 @click.option("--groups", help="Column whose groups never straddle folds or the held-out split.")
@@ -54,11 +55,15 @@ class _ProbeC(click.ParamType):
               help="Share of rows (whole groups) held out.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder.")
-@list_option("--extras", metavar="KIND", help="Extra base learners per set, each kept only where inner CV says it helps: centroid (cosine to each class centroid), knn (class shares among the 15 nearest training rows).")
+@list_option("--extras", metavar="KIND",
+              help="Extra base learners per set, each kept only where inner CV says it helps: centroid (cosine to "
+                   "each class centroid), knn (class shares among the 15 nearest training rows).")
 @click.option("--C", "C", type=_ProbeC(), default="auto", show_default=True,
               help="The probes' C: auto tunes it per set by out-of-fold log loss; a number > 0 fixes it.")
 @click.option("--threshold/--no-threshold", default=True, show_default=True,
-              help="Tune the decision rule for macro-F1 on inner out-of-fold predictions: a cut for yes/no labels, a class-prior correction otherwise (else argmax).")
+
+                            help="Tune the decision rule for macro-F1 on inner out-of-fold predictions: a cut for "
+                                 "yes/no labels, a class-prior correction otherwise (else argmax).")
 @click.option("--force", is_flag=True, help="Replace an existing model of that name.")
 @click.option("--progress/--no-progress", default=None, help="A progress bar over the steps (default: when stderr is a terminal).")
 @json_option
@@ -91,8 +96,11 @@ def stack_train(store_path, sets, labels, keys, label, groups, columns, name, me
 @click.argument("model", required=False)
 @store_option
 @click.option("--model", "-m", "model_name", help="Model name under <store>/models (or give it as MODEL).")
-@click.option("--keys", "keys_path", type=click.Path(exists=True, dir_okay=False), help="Parquet/CSV of stored keys to score (default: every key).")
-@click.option("--source", type=click.Path(exists=True), help="New rows: a Parquet/CSV/JSONL file or folder. Rows a feature set lacks are embedded into it first, with its recorded spec.")
+@click.option("--keys", "keys_path", type=click.Path(exists=True, dir_okay=False),
+              help="Parquet/CSV of stored keys to score (default: every key).")
+@click.option("--source", type=click.Path(exists=True),
+              help="New rows: a Parquet/CSV/JSONL file or folder. Rows a feature set lacks are embedded into it "
+                   "first, with its recorded spec.")
 @list_option("--key", "key_columns", help="With --source: key column(s), the model's (its default).")
 @click.option("--text", "texts", multiple=True, help="With --source: the text column (default: text), or SET=COLUMN for each feature set.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write predictions to this .parquet or .csv.")

@@ -22,20 +22,11 @@ import numpy as np
 import pyarrow as pa
 
 import featurestore
+import pipelines.embedding._job as job  # the frame every embedding job shares
 from featurestore.encoders.image import read_image_bytes
 from featurestore.errors import ImageDecodeError, ValidationError
 from featurestore.storage import text_hashes
 from featurestore.utils import ProgressCallback
-from pipelines.embedding._job import (
-    MODEL_OUTPUT,
-    EmbedResult,
-    Job,
-    build_encoder,
-    check_job,
-    check_layers,
-    engine_options,
-    run_indexed,
-)
 from pipelines.embedding._screen import Screen, settle_rows
 from pipelines.embedding._sinks import Sinks
 from pipelines.sources._errors import ERROR_KIND, ERROR_MESSAGE
@@ -55,7 +46,7 @@ def embed_images(store: featurestore.Store | str | os.PathLike[str], source: Any
                  on_progress: ProgressCallback | None = None, lock_timeout: float = 60.0, limit: int | None = None,
                  engine: str = "local", address: str | None = None, num_gpus_per_worker: float | None = None,
                  concurrency: int | None = None, staging: str | None = None,
-                 **encoder_options: Any) -> list[EmbedResult]:
+                 **encoder_options: Any) -> list[job.EmbedResult]:
     """Embed images into feature set ``name``: one result per set written (one, or one per entry of ``layers``).
 
     ``source`` is a folder (every image file below it, keyed by its relative path ``cats/001.jpg``, its first-level
@@ -73,7 +64,7 @@ def embed_images(store: featurestore.Store | str | os.PathLike[str], source: Any
     ``engine="ray"`` and its options as for ``embed``: the actors decode, preprocess and encode (so image paths must
     be readable where the actors run: one node, or a shared mount); ``num_workers`` is then unused.
     """
-    engine_spec = engine_options(engine, address=address, num_gpus_per_worker=num_gpus_per_worker,
+    engine_spec = job.engine_options(engine, address=address, num_gpus_per_worker=num_gpus_per_worker,
                                   concurrency=concurrency, staging=staging)
     src = open_images(source, image=image, label=label) if not isinstance(source, ImageSource) else source
     if isinstance(source, ImageSource) and (image is not None or label != "label"):
@@ -92,11 +83,11 @@ def embed_images(store: featurestore.Store | str | os.PathLike[str], source: Any
                                   f"{src.path_column!r}. Got key={key!r}.")
         if src.label is not None and src.label not in keep:
             keep = [src.label, *keep]
-    store, keys, keep = check_job(store, targets, key, {"image": src.image}, keep)
+    store, keys, keep = job.check_job(store, targets, key, {"image": src.image}, keep)
     src.check_columns([*keys, *keep])
     step = batch_size or targets[0][1].default_batch_size()
     workers = default_workers() if num_workers is None else num_workers
-    return run_indexed(store, src, targets, keys=keys, keep=keep, text=None, limit=limit, version=version,
+    return job.run_indexed(store, src, targets, keys=keys, keep=keep, text=None, limit=limit, version=version,
                        partition_rows=partition_rows, progress=progress, on_progress=on_progress,
                        lock_timeout=lock_timeout, engine=engine_spec,
                        job=lambda sinks, report: ImageJob(sinks, keys, keep, report, step, workers))
@@ -120,10 +111,10 @@ def stage_name(name: str, stage: str) -> str:
 
 def parse_stage(value: Any) -> str | None:
     """A stage as written in a flag or a spec: a module name (``features.6``), or ``"model"`` (None)."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == MODEL_OUTPUT):
+    if value is None or (isinstance(value, str) and value.strip().lower() == job.MODEL_OUTPUT):
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ValidationError(f"A stage of an image model is a module name such as 'features.6', or {MODEL_OUTPUT!r} "
+        raise ValidationError(f"A stage of an image model is a module name such as 'features.6', or {job.MODEL_OUTPUT!r} "
                          f"(the model's own output). Got {value!r} instead.")
     return value.strip()
 
@@ -135,7 +126,7 @@ def image_job_options() -> tuple[str, ...]:
     return (*IMAGE_OPTIONS, *(o for o in JOB_OPTIONS if o not in IMAGE_OPTIONS))
 
 
-def run_image_job(spec: Any, **overrides: Any) -> list[EmbedResult]:
+def run_image_job(spec: Any, **overrides: Any) -> list[job.EmbedResult]:
     """A ``JobSpec`` with ``images`` or ``image`` (see ``_spec``): its image job, every stage in one pass."""
     from pipelines.sources import TableSource
 
@@ -166,13 +157,13 @@ def _targets(name: str, encoder: str | Any, layers: Sequence[str | None] | None,
     """(feature set, encoder, (encoder as asked for, options)): one, or one per stage of one model; every encoder must
     embed images."""
     if layers is None:
-        targets = [(name, build_encoder(encoder, options, store), (encoder, options))]
+        targets = [(name, job.build_encoder(encoder, options, store), (encoder, options))]
     else:
-        stages = check_layers("embed_images", encoder, options, layers, "torchvision:mobilenet_v2")
+        stages = job.check_layers("embed_images", encoder, options, layers, "torchvision:mobilenet_v2")
         asked = [(name if s is None else stage_name(name, s), options if s is None else {**options, "layer": s})
                  for s in stages]
-        targets = [(set_name, build_encoder(encoder, o, store), (encoder, o)) for set_name, o in asked]
-    for set_name, enc, _ in targets:
+        targets = [(set_name, job.build_encoder(encoder, o, store), (encoder, o)) for set_name, o in asked]
+    for _, enc, _ in targets:
         if getattr(enc, "modality", "text") != "image":
             raise ValidationError(f"The encoder {getattr(enc, 'name', enc)!r} embeds {enc.modality}, not images. "
                                   "Help: use an image encoder such as 'torchvision:mobilenet_v2' or "
@@ -228,7 +219,7 @@ class ImageScreen(Screen):
         self.set_aside(chunk, kinds, messages)
 
 
-class ImageJob(Job):
+class ImageJob(job.Job):
     """One pass over an image source: screened rows go to the DataLoader, vectors to the sinks, in source order.
 
     The text job's reading and re-cutting (``Job.chunks``) with an image screen; ``chunk_rows`` is the batch size.

@@ -79,7 +79,7 @@ def train_stack(store: featurestore.Store, sets: Sequence[str], labels: Any, *, 
         done(4)
         oof = None
         if write_oof:
-            oof = stackers.write_oof(store, model, train, f"{name}_oof", version="auto")
+            oof = stackers.write_oof(model, store, train, f"{name}_oof", version="auto")
             done(5)
         pq.write_table(_heldout_table(test, label, groups), model_dir / HELDOUT)
         pq.write_table(_heldout_table(train, label, groups), model_dir / TRAIN)

@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from featurestore.errors import ValidationError
 from featurestore.utils import Interval, StrOptions, validate_params
 
-__all__ = ["Whitening", "CORAL", "ALIGNERS"]
+__all__ = ["Whitening", "CORAL", "ALIGNERS", "fit_aligners"]
 
 _SHRINKAGE = [StrOptions({"auto"}), Interval(Real, 0, 1, closed="both")]
 
@@ -145,3 +145,20 @@ class CORAL(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
 #: the stacker's ``align`` values and the transformer each one fits per block
 ALIGNERS = {"whiten": Whitening, "coral": CORAL}
+
+
+def fit_aligners(align: str, blocks: dict[str, np.ndarray], targets: dict[str, np.ndarray] | None
+                 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Each block's fitted aligner for ``align`` ("coral" or "whiten"), and the training blocks as the probes will
+    see them: CORAL recolours them to the target's covariance; whitening whitens each domain by its own statistics
+    (rows at prediction time are the target's, if given)."""
+    aligners, out = {}, {}
+    for name, X in blocks.items():
+        if align == "coral":
+            aligner = CORAL().fit(X, target=targets[name])
+            out[name] = aligner.transform(X)
+        else:
+            aligner = Whitening().fit(X if targets is None else targets[name])
+            out[name] = (aligner if targets is None else Whitening().fit(X)).transform(X)
+        aligners[name] = aligner
+    return aligners, out

@@ -26,25 +26,22 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from featurestore.errors import ValidationError
-from featurestore.storage import write_durable_text
 from featurestore.utils import validate_params
 from stackers.classify._align import ALIGNERS
 from stackers.classify._meta import LightGBMMeta, LogisticMeta, PassthroughMeta
 from stackers.classify._probes import CentroidSimilarity, KNeighborsVotes, LogisticProbe
 from stackers.errors import CorruptModelError
 from stackers.persist import (
+    ARRAYS,
     FLOAT,
     INT,
     MANIFEST,
     MAX_LEAVES,
     STACKER_FORMAT,
-    install_folder,
-    library_versions,
-    manifest_text,
     read_manifest,
     read_model_text,
     read_npz,
-    write_npz,
+    save_folder,
 )
 
 __all__ = ["FORMAT", "load_stacker", "save_stacker"]
@@ -55,7 +52,6 @@ FORMAT_VERSION = 3  # 2: tuned probes per block, a decision threshold, the "best
 # older stackers keep loading it, while one that needs its aligners to predict is refused by them.
 _ALIGN_FIELDS = {"Whitening": ("mean", "matrix"), "CORAL": ("mean_source", "mean_target", "matrix")}
 _ALIGN_FITTED = {"Whitening": ("shrinkage_",), "CORAL": ("shrinkage_source_", "shrinkage_target_")}
-ARRAYS = "arrays.npz"
 LGBM_FILE = "meta_lightgbm.txt"
 MAX_TREES = 10**6
 _ESTIMATOR_CLASS = {"logistic": "LogisticProbe", "centroid": "CentroidSimilarity", "knn": "KNeighborsVotes"}
@@ -161,16 +157,9 @@ def save_stacker(model: Any, path: str | os.PathLike[str], *, metrics: Any = Non
         "pruned": list(getattr(model, "pruned_", [])),
         "metrics": metrics,
         "arrays": ARRAYS,  # always this name: kept for readers of older versions, checked (never followed) by load
-        "versions": library_versions(),
     }
-    text = manifest_text(manifest, model.sources_)
-
-    def write(folder: Path) -> None:
-        write_npz(folder / ARRAYS, arrays)
-        if isinstance(model.meta_estimator_, LightGBMMeta):
-            write_durable_text(folder / LGBM_FILE, model.meta_estimator_.model_text_)
-
-    return install_folder(Path(path), write, text)
+    texts = {LGBM_FILE: model.meta_estimator_.model_text_} if isinstance(model.meta_estimator_, LightGBMMeta) else {}
+    return save_folder(path, manifest, sources=model.sources_, arrays=arrays, texts=texts)
 
 
 # -- load ----------------------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ one group (a product, a user, a document) never sit on both sides of a fold.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -16,39 +15,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from sklearn.metrics import f1_score
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import (
-    check_array,
-    check_consistent_length,
-    check_is_fitted,
-    column_or_1d,
-    validate_data,
-)
+from sklearn.utils.validation import check_is_fitted
 
 from featurestore.errors import ValidationError
 from featurestore.utils import CVSplitter, HasMethods, Interval, StrOptions, SubsetOf, validate_params
-from stackers.classify._align import ALIGNERS, CORAL, Whitening
+from stackers.classify._align import ALIGNERS, Whitening, fit_aligners
+from stackers.classify._decision import as_proba, decision_rule, inner_oof
+from stackers.classify._inputs import fit_inputs, predict_inputs, target_blocks
 from stackers.classify._meta import META_KINDS, make_meta
-from stackers.classify._probes import (
-    DEFAULT_GRID,
-    CentroidSimilarity,
-    KNeighborsVotes,
-    LogisticProbe,
-    best_threshold,
-    expand_to_classes,
-    stratified_folds,
-    tune_logistic,
-)
-from stackers.data._join import TrainingSet
+from stackers.classify._probes import CentroidSimilarity, KNeighborsVotes, LogisticProbe, expand_to_classes
+from stackers.classify._tuning import DEFAULT_GRID, stratified_folds, tune_logistic
 
 __all__ = ["StackingClassifier"]
 
-_ARRAY_BLOCK = "x"  # the block name given to a plain 2-D array
-_PRIOR_POWERS = (0.0, 0.5, 1.0)  # class-prior corrections tried for a multiclass decision rule
 _EXTRAS = {"centroid": CentroidSimilarity, "knn": KNeighborsVotes}  # extra base learners: scores, not probabilities
 
 
@@ -64,7 +47,8 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         The meta learner. "auto" picks by macro-F1 in an inner cross-validation over the same folds (scores in
         ``meta_scores_``) among a logistic learner on the probes' log-probabilities (class weights none or
         balanced), LightGBM (only when the training set has table columns), and "best": the best single probe
-        passed through, so a stack of redundant blocks falls back to its best base instead of fitting noise. A scikit-learn classifier is used as given
+        passed through, so a stack of redundant blocks falls back to its best base instead of fitting noise. A
+        scikit-learn classifier is used as given
         (on log-probabilities and table columns); such a model cannot be saved.
     cv : int >= 2 or a CV splitter
         Folds for out-of-fold predictions: ``StratifiedKFold``, or ``StratifiedGroupKFold`` when groups are given.
@@ -138,79 +122,12 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.align = align
 
-    # -- inputs ----------------------------------------------------------------------------------------------
+    # -- inputs (``_inputs``) ---------------------------------------------------------------------------------
     def _fit_inputs(self, X, y, groups):
-        """Blocks, y, groups, columns and provenance from an array, a dict of blocks or a TrainingSet."""
-        sources, key, columns, is_array = {}, [], None, False
-        if isinstance(X, TrainingSet):
-            blocks = dict(X.blocks)
-            y = X.y if y is None else y
-            groups = X.groups if groups is None else groups
-            columns, sources, key = X.columns, X.sources, X.key
-        elif _is_block_dict(X):
-            blocks = dict(X)
-        else:
-            X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
-            blocks, is_array = {_ARRAY_BLOCK: X}, True
-        if not is_array:
-            if y is None:
-                raise ValidationError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
-            if not blocks:
-                raise ValidationError("Pass at least one block of features.")
-            blocks = {
-                str(n): check_array(b, dtype=[np.float64, np.float32], input_name=f"block {n!r}")
-                for n, b in blocks.items()
-            }
-            y = column_or_1d(y, warn=True)
-            check_consistent_length(y, *blocks.values())
-            self.n_features_in_ = int(sum(b.shape[1] for b in blocks.values()))
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        if groups is not None:
-            groups = column_or_1d(groups)
-            check_consistent_length(y, groups)
-        if columns is not None and len(columns.columns) == 0:
-            columns = None
-        return blocks, y, groups, columns, dict(sources), list(key)
+        return fit_inputs(self, X, y, groups)
 
     def _predict_inputs(self, X) -> tuple[dict[str, np.ndarray], pd.DataFrame | None]:
-        if isinstance(X, TrainingSet):
-            blocks, columns = X.blocks, X.columns
-        elif _is_block_dict(X):
-            blocks, columns = dict(X), None
-        else:
-            if len(self.blocks_) > 1:
-                raise ValidationError(self._named_blocks_message(X))
-            X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-            return {next(iter(self.blocks_)): X}, None
-        absent = [n for n in self.blocks_ if n not in blocks]
-        if absent:
-            raise ValidationError(f"Missing block(s) {absent}; this model was fitted on blocks {list(self.blocks_)}.")
-        out = {}
-        for name, dim in self.blocks_.items():
-            b = check_array(blocks[name], dtype=[np.float64, np.float32], input_name=f"block {name!r}")
-            if b.shape[1] != dim:
-                raise ValidationError(
-                    f"Block {name!r} has {b.shape[1]} features, but {type(self).__name__} is expecting {dim} "
-                    "features as input."
-                )
-            out[name] = b
-        check_consistent_length(*out.values())
-        return out, columns
-
-    def _named_blocks_message(self, X) -> str:
-        """Why a model fitted on several named blocks refuses one plain array, and how to pass the blocks."""
-        name, n_features = type(self).__name__, self.n_features_in_
-        shape = getattr(X, "shape", None) or np.shape(X)
-        blocks = "{" + ", ".join(f"{b!r}: {d}" for b, d in self.blocks_.items()) + "}"
-        example = "{" + ", ".join(f"{b!r}: X_{i}" for i, b in enumerate(self.blocks_)) + "}"
-        if len(shape) == 2 and shape[1] != n_features:
-            head = f"X has {shape[1]} features, but {name} is expecting {n_features} features as input"
-        else:
-            head = f"A plain array of shape {tuple(shape)} cannot be split safely"
-        return (f"{head}: this {name} was fitted on {len(self.blocks_)} named blocks {blocks}, and one array would "
-                f"be cut into them by column position alone. Pass the blocks by name: a dict {example} or a "
-                "TrainingSet (from stackers.join).")
+        return predict_inputs(self, X)
 
     # -- folds -----------------------------------------------------------------------------------------------
     def _folds(self, y_enc: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
@@ -337,40 +254,8 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 f"align='coral' recolours the training rows to the target domain's covariance, so fit needs that "
                 f"domain's unlabelled rows: fit(X, y, target=T), T holding the blocks {list(self.blocks_)}."
             )
-        targets = None if target is None else self._target_blocks(target)
-        out = {}
-        for name, X in blocks.items():
-            if self.align == "coral":
-                aligner = CORAL().fit(X, target=targets[name])
-                out[name] = aligner.transform(X)
-            else:  # each domain whitened by its own statistics; rows at prediction time are the target's, if given
-                aligner = Whitening().fit(X if targets is None else targets[name])
-                out[name] = (aligner if targets is None else Whitening().fit(X)).transform(X)
-            self.aligners_[name] = aligner
-        return out
-
-    def _target_blocks(self, target) -> dict[str, np.ndarray]:
-        """The target domain's blocks, checked against the training blocks' names and dims."""
-        if isinstance(target, TrainingSet):
-            target = target.blocks
-        elif not _is_block_dict(target):
-            if len(self.blocks_) > 1:
-                raise ValidationError(f"target must name its blocks like X: a dict or a TrainingSet with the blocks "
-                                 f"{list(self.blocks_)}; got a plain {type(target).__name__}.")
-            target = {next(iter(self.blocks_)): target}
-        absent = [n for n in self.blocks_ if n not in target]
-        if absent:
-            raise ValidationError(f"target lacks block(s) {absent}; align={self.align!r} needs unlabelled target rows of "
-                             f"every block {list(self.blocks_)}.")
-        out = {}
-        for name, dim in self.blocks_.items():
-            T = check_array(target[name], dtype=[np.float64, np.float32], input_name=f"target block {name!r}")
-            if T.shape[0] < 2:
-                raise ValidationError(f"target block {name!r} has {T.shape[0]} row; align={self.align!r} needs at least 2 "
-                                 "to estimate the target domain's covariance.")
-            if T.shape[1] != dim:
-                raise ValidationError(f"target block {name!r} has {T.shape[1]} features, but the training block has {dim}.")
-            out[name] = T
+        targets = None if target is None else target_blocks(self, target)
+        self.aligners_, out = fit_aligners(self.align, blocks, targets)
         return out
 
     def _align_for_predict(self, blocks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -398,7 +283,7 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             column_kinds = [g[1] for g in names for _ in range(parts[g].shape[1])]
             proba_cols = tuple(i for i, kind in enumerate(column_kinds) if kind not in _EXTRAS)
             make = lambda: make_meta("logistic", seed=0, proba_columns=proba_cols)  # noqa: E731
-            return float(f1_score(y, np.argmax(_inner_oof(make, F, columns, y, fold_ids, k), 1), average="macro"))
+            return float(f1_score(y, np.argmax(inner_oof(make, F, columns, y, fold_ids, k), 1), average="macro"))
 
         current = score(kept)
         for b, kind in groups:
@@ -437,24 +322,13 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         kind = self._kinds()[0]
         for b in self.blocks_:
             cols = tuple(i for i, name in enumerate(self.oof_feature_names_) if name.startswith(f"{b}:{kind}:"))
-            score = self._decision_rule(_as_proba(F[:, list(cols)], len(self.classes_)), y, prior)[1]
+            score = self._decision_rule(as_proba(F[:, list(cols)], len(self.classes_)), y, prior)[1]
             if best is None or score > best[0]:
                 best = (score, cols, b)
         return best[1], best[2]
 
     def _decision_rule(self, proba: np.ndarray, y: np.ndarray, prior: np.ndarray) -> tuple[Any, float]:
-        """The decision rule with the best macro-F1 on ``proba`` (out-of-fold) and that F1: for a binary problem
-        the cut on the positive probability; else the power ``a`` of the class-prior correction
-        ``argmax(p / prior**a)``, a in {0, 0.5, 1} (macro-F1 weighs rare classes like common ones, which argmax of
-        calibrated probabilities does not: on 12 garment classes a=0.5 lifted out-of-fold macro-F1 0.557 -> 0.575)."""
-        if self.threshold != "auto":
-            return None, float(f1_score(y, np.argmax(proba, axis=1), average="macro"))
-        if proba.shape[1] == 2:
-            return best_threshold(proba[:, 1], y == 1)
-        scores = {a: float(f1_score(y, np.argmax(proba / prior ** a, axis=1), average="macro"))
-                  for a in _PRIOR_POWERS}
-        power = max(_PRIOR_POWERS, key=lambda a: (round(scores[a], 12), -a))  # ties: the smaller correction
-        return power, scores[power]
+        return decision_rule(proba, y, prior, tune=self.threshold == "auto")
 
     def _fit_meta(self, F: np.ndarray, columns: pd.DataFrame | None, y: np.ndarray, fold_ids: np.ndarray) -> None:
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -471,7 +345,7 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
         candidates = self._candidates()
         needs_inner = len(candidates) > 1 or self.threshold == "auto"
-        inner = {name: _inner_oof(lambda a=args: make(a), F, columns, y, fold_ids, k)
+        inner = {name: inner_oof(lambda a=args: make(a), F, columns, y, fold_ids, k)
                  for name, args in candidates.items()} if needs_inner else {}
         rules = {name: self._decision_rule(p, y, prior) for name, p in inner.items()}  # (rule, macro-F1)
         scores = {name: f1 for name, (_, f1) in rules.items()}
@@ -564,31 +438,7 @@ class StackingClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return load_stacker(path, cls)
 
 
-def _is_block_dict(X) -> bool:
-    # scipy's dok sparse matrices are dicts too; they go down the array path and fail there with a clear message.
-    return isinstance(X, Mapping) and not issparse(X)
-
-
 def _fit_base(est, X: np.ndarray, y: np.ndarray, mask: np.ndarray | None):
     if mask is not None:
         X, y = X[mask], y[mask]
     return est.fit(X, y)
-
-
-def _as_proba(cols: np.ndarray, n_classes: int) -> np.ndarray:
-    """Full probability columns from a base learner's stacked scores (one column for a binary problem)."""
-    if n_classes == 2:
-        return np.column_stack([1.0 - cols[:, 0], cols[:, 0]])
-    return cols
-
-
-def _inner_oof(make, F: np.ndarray, columns: pd.DataFrame | None, y: np.ndarray, fold_ids: np.ndarray,
-               n_classes: int) -> np.ndarray:
-    """Out-of-fold probabilities of one meta learner over the outer folds, trained on the other folds' OOF scores."""
-    out = np.zeros((len(y), n_classes))
-    for f in range(int(fold_ids.max()) + 1):
-        val = fold_ids == f
-        train_cols = None if columns is None else columns[~val].reset_index(drop=True)
-        val_cols = None if columns is None else columns[val].reset_index(drop=True)
-        out[val] = make().fit(F[~val], train_cols, y[~val], n_classes).predict_proba(F[val], val_cols)
-    return out

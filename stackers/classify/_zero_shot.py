@@ -119,7 +119,8 @@ class ZeroShotClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         if vectors.shape != (len(flat), X.shape[1]):
             raise ValidationError(f"The text tower gives vectors of shape {vectors.shape[1:]} but X has {X.shape[1]} "
                              "features: X must be image vectors of the same CLIP model.")
-        per_class = unit_rows(np.asarray(vectors, dtype=np.float64), copy=True).reshape(len(self.classes_), len(self.templates), -1).mean(axis=1)
+        unit = unit_rows(np.asarray(vectors, dtype=np.float64), copy=True)
+        per_class = unit.reshape(len(self.classes_), len(self.templates), -1).mean(axis=1)
         self.class_embeddings_ = unit_rows(per_class, copy=True)
         return self
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 from sklearn.utils.validation import check_is_fitted
 
-from featurestore.errors import ValidationError
+from featurestore.errors import InvalidTypeError, ValidationError
 from featurestore.storage import fixed_size_list
 from featurestore.utils import InstanceOf, StrOptions, validate_params
 from stackers.data._join import TrainingSet, join, read_labels
@@ -27,7 +27,7 @@ class StaleFeatureSetWarning(UserWarning):
     """The feature set version a model was trained on is gone or changed; the latest version is used instead."""
 
 
-def write_oof(store, model, training_set: TrainingSet, name: str, *, version: Any = "auto"):
+def write_oof(model, store, training_set: TrainingSet, name: str, *, version: Any = "auto"):
     """Store ``model.oof_predictions_`` as feature set ``name``: the OOF scores as the embedding, plus ``fold``.
 
     ``model`` must have been fitted on ``training_set`` (same rows, same order). The spec records the encoder as
@@ -36,6 +36,9 @@ def write_oof(store, model, training_set: TrainingSet, name: str, *, version: An
     its rows) or starts a new one (different blocks, classes or extras). Returns the written FeatureSet.
     """
     validate_params({"training_set": training_set}, {"training_set": [InstanceOf(TrainingSet)]}, "write_oof")
+    if not hasattr(store, "write"):  # the order was (store, model) before 0.2: say so rather than fail obscurely
+        raise InvalidTypeError(f"write_oof(model, store, ...) takes the model first, as predict_from_store does; got "
+                               f"a {type(model).__name__} and a {type(store).__name__}.")
     check_is_fitted(model)
     if training_set.keys is None:
         raise ValidationError("The TrainingSet has no keys; OOF scores can only be stored keyed (build it with join).")

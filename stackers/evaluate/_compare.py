@@ -26,8 +26,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from featurestore.errors import UnknownNameError, ValidationError
 from featurestore.utils import InstanceOf, Interval, validate_params
-from stackers.classify._probes import LogisticProbeCV, expand_to_classes
+from stackers.classify._probes import expand_to_classes
 from stackers.classify._stacking import StackingClassifier
+from stackers.classify._tuning import LogisticProbeCV
 from stackers.data._join import TrainingSet
 from stackers.evaluate._metrics import (
     BOOTSTRAP_CONSTRAINTS,
@@ -40,12 +41,12 @@ from stackers.evaluate._metrics import (
     score,
 )
 
-__all__ = ["Comparison", "compare", "BASELINE_KINDS"]
-
 PRIMARY = "macro_f1"
 # Rows a stack is compared against. "base" rows (a saved model's own base learners, shown when the training rows
 # are not at hand) are a fallback only: they are what the stack is built from, not what a user would write instead.
 BASELINE_KINDS = ("probe", "concat")
+
+__all__ = ["Comparison", "compare", "BASELINE_KINDS"]
 BASELINE_RULE = ("the best baseline is chosen by point macro-F1 on these same test rows, which favours the baseline "
                  "(its score is the maximum of several noisy ones), so the comparison is conservative")
 _DEFAULT_INNER_CV = 5

@@ -37,7 +37,7 @@ def plot_drift(result: DriftResult, path: str | Path) -> Path:
 
     _, _, vt = np.linalg.svd(pooled - centre, full_matrices=False)
     pcs = vt[:2] if len(vt) >= 2 else np.vstack([vt, np.zeros_like(vt)])
-    for side, rows, color, label in zip("AB", (a, b), _COLORS, labels):
+    for rows, color, label in zip((a, b), _COLORS, labels):
         xy = (rows - centre) @ pcs.T
         axes[0].scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.35, color=color, label=textwrap.shorten(label, 60))
         c = xy.mean(axis=0)

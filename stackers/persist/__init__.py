@@ -25,8 +25,10 @@ from stackers.persist._folder import (
 )
 from stackers.persist._lgbm_text import MAX_LEAVES, check_model_text, read_model_text
 from stackers.persist._npz import FLOAT, ID, INT, Layout, read_npz, shape_text, write_npz
+from stackers.persist._save import ARRAYS, save_folder
 
 __all__ = [
+    "ARRAYS",
     "FLOAT",
     "ID",
     "INT",
@@ -50,6 +52,7 @@ __all__ = [
     "read_npz",
     "recover",
     "regular_file",
+    "save_folder",
     "shape_text",
     "write_npz",
 ]

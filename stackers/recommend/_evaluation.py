@@ -62,11 +62,12 @@ class RankEvaluation:
         k = self.k
         head = f"{'model':<22}{'recall@' + str(k):>24}{'NDCG@' + str(k):>24}{'MRR':>10}{'coverage':>10}"
         lines = [head]
+        def cell(r: dict[str, Any], label: str) -> str:
+            lo, hi = r.get(f"{label}_low"), r.get(f"{label}_high")
+            return f"{r[label]:.4f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
+
         for r in self.rows:
-            def cell(label: str) -> str:
-                lo, hi = r.get(f"{label}_low"), r.get(f"{label}_high")
-                return f"{r[label]:.4f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
-            lines.append(f"{r['model']:<22}{cell(f'recall@{k}'):>24}{cell(f'ndcg@{k}'):>24}{r['mrr']:>10.4f}"
+            lines.append(f"{r['model']:<22}{cell(r, f'recall@{k}'):>24}{cell(r, f'ndcg@{k}'):>24}{r['mrr']:>10.4f}"
                          f"{r[f'coverage@{k}']:>10.3f}")
         for model, diffs in self.paired.items():
             lines.append(f"stack - {model:<15}" + "".join(

@@ -19,19 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from featurestore.storage import write_durable_text
 from stackers.errors import CorruptModelError
 from stackers.persist import (
+    ARRAYS,
     FLOAT,
     ID,
     RECOMMENDER_FORMAT,
-    install_folder,
-    library_versions,
-    manifest_text,
     read_manifest,
     read_model_text,
     read_npz,
-    write_npz,
+    save_folder,
 )
 from stackers.recommend._interactions import Interactions
 
@@ -39,7 +36,7 @@ __all__ = ["save_recommender", "load_recommender", "FORMAT"]
 
 FORMAT = RECOMMENDER_FORMAT
 FORMAT_VERSION = 1
-ARRAYS, RANKER = "arrays.npz", "ranker.txt"
+RANKER = "ranker.txt"
 MAX_TREES = 100_000
 
 
@@ -72,15 +69,10 @@ def save_recommender(model: Any, path: str | os.PathLike[str], *, test: Interact
         "params": params, "feature_names": list(model.feature_names_),
         "candidate_recall": model.candidate_recall_, "fit_seconds": model.fit_seconds_,
         "has_rating": model.train_.rating is not None, "has_test": test is not None,
-        "metrics": metrics, "extra": extra or {}, "versions": library_versions(),
+        "metrics": metrics, "extra": extra or {},
     }
-    text = manifest_text(manifest, model.set_sources_, allow_nan=True)
-
-    def write(folder: Path) -> None:
-        write_npz(folder / ARRAYS, arrays)
-        write_durable_text(folder / RANKER, model.ranker_text_)
-
-    return install_folder(Path(path), write, text)
+    return save_folder(path, manifest, sources=model.set_sources_, arrays=arrays, texts={RANKER: model.ranker_text_},
+                       allow_nan=True)
 
 
 def _layout(manifest: dict[str, Any], n_sets: int) -> dict[str, tuple[str, tuple[int | str, ...]]]:

@@ -3,3 +3,5 @@ them with the job (``pipelines.embedding._job.register_engine``), which looks th
 Ray itself is imported only when a job runs on it."""
 
 from pipelines.embedding.engines import _ray  # noqa: F401 - registers engine="ray"
+
+__all__: list[str] = []  # nothing to import from here: engines are chosen by name (engine="ray")

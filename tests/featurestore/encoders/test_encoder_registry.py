@@ -152,9 +152,9 @@ def test_a_real_pip_install_registers_too(tmp_path, run_python):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--no-index", "--target", str(target), str(src)], check=True, capture_output=True, timeout=300)
-    code = ("import sys; sys.path.insert(0, %r)\n"
+    code = (f"import sys; sys.path.insert(0, {str(target)!r})\n"
             "from featurestore.encoders import get_encoder, describe_encoders\n"
             "print(get_encoder('pipshout:a').encode(['AB']).tolist())\n"
-            "print([r['source'] for r in describe_encoders() if r['key'] == 'pipshout'])" % str(target))
+            "print([r['source'] for r in describe_encoders() if r['key'] == 'pipshout'])")
     out = run_python(code).stdout.splitlines()
     assert out == ["[[2.0, 2.0, 1.0, 1.0]]", "['entry point of fs-pip-shout 0.1']"]

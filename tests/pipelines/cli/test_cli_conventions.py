@@ -125,8 +125,8 @@ def noisy_ls(monkeypatch):
     real = featurestore.Store.list
 
     def noisy(self):
-        warnings.warn("lbfgs failed to converge", ConvergenceWarning)
-        warnings.warn("2 keys of the labels are missing from 'vecs'", MissingKeysWarning)
+        warnings.warn("lbfgs failed to converge", ConvergenceWarning, stacklevel=2)
+        warnings.warn("2 keys of the labels are missing from 'vecs'", MissingKeysWarning, stacklevel=2)
         logged.append(logging.getLogger("transformers.modeling_utils").isEnabledFor(logging.WARNING))
         return real(self)
 

@@ -4,7 +4,8 @@ Before the key index (``pipelines/embedding/_source_keys.py``) a job kept every 
 (the writer's committed-hash dict, the resume lookup): about 0.5 KB a row that never left (`featurestore embed` peaked
 at 351 MB for 30k rows, 1,181 MB for 3M). Here ``tracemalloc`` samples the memory Python holds at every progress
 report of a first run and of a rerun (everything skipped), at 10k and at 60k rows, after a warm-up job that does the
-imports: the difference is what scales with the rows. Python objects and numpy arrays are traced; DuckDB's memory (capped, spilling) and Arrow's pool are not,
+imports: the difference is what scales with the rows. Python objects and numpy arrays are traced; DuckDB's memory
+(capped, spilling) and Arrow's pool are not,
 which is why ``benchmarks/bench_embed_scale.py`` measures the process's peak RSS as well.
 """
 

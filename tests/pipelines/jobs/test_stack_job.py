@@ -46,7 +46,7 @@ def test_stack_train_predict_report(digits_store, tmp_path):
     models = result["metrics"]["models"]
     assert set(models) == {"probe:left_half", "probe:right_half", "concat", "stack"}
     stack_f1 = models["stack"]["metrics"]["macro_f1"]["value"]
-    assert stack_f1 > max(models["probe:left_half"]["metrics"]["macro_f1"]["value"], models["probe:right_half"]["metrics"]["macro_f1"]["value"])
+    assert stack_f1 > max(models[f"probe:{half}"]["metrics"]["macro_f1"]["value"] for half in ("left_half", "right_half"))
     assert result["split"]["n_test"] > 300 and result["oof_set"] == "digits_oof"
     report_dir = store.models_dir / "digits" / "report"
     for f in ("metrics.json", "comparison.png", "confusion_matrix.png", "calibration.png"):

@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 
 import stackers
 from stackers import LogisticProbe, LogisticProbeCV, StackingClassifier
-from stackers.classify._probes import DEFAULT_GRID, best_threshold, tune_logistic
+from stackers.classify._tuning import DEFAULT_GRID, best_threshold, tune_logistic
 
 
 def _digits_split(digits_blocks, n_train: int = 600):

@@ -54,7 +54,7 @@ def test_no_future_row_leaks_on_random_histories(store):
     rng = np.random.default_rng(7)
     n_keys, dim = 40, 6
     events: list[tuple[int, datetime, np.ndarray]] = []
-    for commit in range(4):
+    for _ in range(4):
         ids = rng.choice(n_keys, size=25, replace=False)
         times = [T0 + timedelta(minutes=int(m)) for m in rng.integers(0, 600, size=len(ids))]
         vectors = rng.standard_normal((len(ids), dim)).astype(np.float32)

@@ -20,7 +20,7 @@ def fitted(digits_store):
 
 def test_write_oof_stores_scores_and_folds_keyed_like_the_rows(fitted):
     store, _, data, model = fitted
-    fs = stackers.write_oof(store, model, data, "digits_oof")
+    fs = stackers.write_oof(model, store, data, "digits_oof")
     assert fs.dim == model.oof_predictions_.shape[1] == 20 and fs.count() == len(data)
     assert fs.spec["encoder"] == "stacker-oof:top+bottom" and fs.spec["metric"] == "dot"
     assert fs.spec["sources"] == {"top": 1, "bottom": 1}
@@ -36,12 +36,12 @@ def test_write_oof_stores_scores_and_folds_keyed_like_the_rows(fitted):
 
 def test_write_oof_versions_follow_the_spec(fitted):
     store, _, data, model = fitted
-    first = stackers.write_oof(store, model, data, "oof")
-    again = stackers.write_oof(store, clone(model).set_params(random_state=1).fit(data), data, "oof")
+    first = stackers.write_oof(model, store, data, "oof")
+    again = stackers.write_oof(clone(model).set_params(random_state=1).fit(data), store, data, "oof")
     assert again.version == first.version == 1  # same spec: the refit's rows replace the old ones
     assert again.count() == len(data)
     richer = StackingClassifier(meta="logistic", cv=3, extras=("centroid",)).fit(data)
-    third = stackers.write_oof(store, richer, data, "oof")
+    third = stackers.write_oof(richer, store, data, "oof")
     # Centroid scores the inner CV keeps (10 per block kept) widen the stored rows: a new spec, a new version.
     assert third.version == 2 and third.dim == len(richer.get_feature_names_out()) > first.dim
 
@@ -49,9 +49,9 @@ def test_write_oof_versions_follow_the_spec(fitted):
 def test_write_oof_needs_the_training_rows(fitted):
     store, _, data, model = fitted
     with pytest.raises(ValueError, match="fit the model on this TrainingSet first"):
-        stackers.write_oof(store, model, data.subset(np.arange(10)), "bad")
+        stackers.write_oof(model, store, data.subset(np.arange(10)), "bad")
     with pytest.raises(ValueError, match="has no keys"):
-        stackers.write_oof(store, model, stackers.TrainingSet(blocks=data.blocks, y=data.y), "bad")
+        stackers.write_oof(model, store, stackers.TrainingSet(blocks=data.blocks, y=data.y), "bad")
 
 
 def test_predict_from_store_for_all_or_some_keys(fitted, tmp_path):
@@ -124,4 +124,4 @@ def test_store_functions_reject_bad_params(fitted):
         stackers.predict_from_store(model, store, how="outer")
     with pytest.raises(stackers.InvalidParameterError,
                        match=r"The 'training_set' parameter of write_oof must be a TrainingSet. Got \{'top'"):
-        stackers.write_oof(store, model, data.blocks, "bad")
+        stackers.write_oof(model, store, data.blocks, "bad")

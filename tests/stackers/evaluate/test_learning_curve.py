@@ -110,7 +110,7 @@ def test_scores_are_the_probes_on_the_test_rows(curve, digits_data):
 
 def test_the_stack_takes_the_sets_with_the_best_inner_cv_scores(curve):
     s = curve.scores
-    for (n, d), part in s.groupby(["n_per_class", "draw"]):
+    for _, part in s.groupby(["n_per_class", "draw"]):
         single = part[part["set"] != STACK].sort_values("cv_score", ascending=False)
         members = part.loc[part["set"] == STACK, "members"].item()
         assert members.split(",") == list(single["set"][:2])

@@ -200,7 +200,7 @@ def test_mobilenet_stages_in_one_pass_equal_separate_passes(mobilenet_file, imag
     np.testing.assert_allclose(together[1], x.mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-5)
     assert s6.spec()["layer"] == "features.6" and s6.spec()["pooling"] == "max"
     with pytest.raises(ValueError, match="No module 'features.99'.*features.18"):
-        get_encoder(name, layer="features.99").dim
+        _ = get_encoder(name, layer="features.99").dim
 
 
 @pytest.mark.slow  # real MobileNetV2 at 224 px: 3-20 s each on 2 shared cores
