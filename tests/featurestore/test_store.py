@@ -227,3 +227,16 @@ def test_parameters_are_checked_before_anything_is_written(store, vectors, call,
     with pytest.raises(err, match=re.escape(message)):
         call(store, _table(range(3), vectors[:3]))
     assert not any((store.root / "sets").iterdir())
+
+
+def test_is_store_and_the_matrix_of_a_version(store, vectors, tmp_path):
+    """featurestore.is_store tells a store's root from any folder; FeatureSet.matrix() is the search cache: a
+    memory-mapped float32 matrix whose row i is key i (unit rows with unit=True)."""
+    assert featurestore.is_store(store.root) and not featurestore.is_store(tmp_path)
+    store.write("m", {"id": np.arange(len(vectors)), "embedding": vectors}, spec={"encoder": "external:test"})
+    fs = store.get("m")
+    raw, unit = fs.matrix(), fs.matrix(unit=True)
+    order = raw.keys.column("id").to_numpy()
+    np.testing.assert_array_equal(raw.vectors, vectors[order])
+    np.testing.assert_allclose(np.linalg.norm(unit.vectors, axis=1), 1.0, rtol=1e-6)
+    assert isinstance(raw.vectors, np.memmap)

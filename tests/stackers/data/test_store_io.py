@@ -125,3 +125,10 @@ def test_store_functions_reject_bad_params(fitted):
     with pytest.raises(stackers.InvalidParameterError,
                        match=r"The 'training_set' parameter of write_oof must be a TrainingSet. Got \{'top'"):
         stackers.write_oof(model, store, data.blocks, "bad")
+
+
+def test_write_oof_takes_the_model_first_and_says_so(fitted):
+    """One argument order for every call between a model and the store: (model, store, ...)."""
+    store, _, data, model = fitted
+    with pytest.raises(TypeError, match=r"write_oof\(model, store, \.\.\.\) takes the model first"):
+        stackers.write_oof(store, model, data, "oof")

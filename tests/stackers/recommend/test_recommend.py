@@ -110,3 +110,28 @@ def test_collaborative_sets_are_refused_as_fixed_inputs(fitted, ml_sample):
 def test_bad_parameters_name_the_parameter(params, match, ml_sample):
     with pytest.raises(InvalidParameterError, match=match):
         RecommenderStack(**params).fit(ml_sample[0])
+
+
+def test_recommender_stack_is_a_scikit_learn_estimator():
+    """get_params / set_params / clone read the constructor, as for every scikit-learn estimator."""
+    from sklearn.base import clone
+
+    model = RecommenderStack(sets=["a"], svd_dim=8)
+    assert model.get_params()["svd_dim"] == 8 and set(model.get_params()) >= {"sets", "generators", "random_state"}
+    assert model.set_params(n_last=3) is model and model.n_last == 3
+    twin = clone(model)
+    assert twin is not model and twin.get_params() == model.get_params()
+    with pytest.raises(ValueError, match="Invalid parameter 'nope'"):
+        model.set_params(nope=1)
+
+
+def test_stackers_load_reads_either_model_kind(fitted, ml_sample, tmp_path):
+    """One load shape: stackers.load returns the model whatever its kind; the held-out events come back as test_."""
+    import stackers
+
+    model, _ = fitted
+    _, test = ml_sample
+    loaded = stackers.load(model.save(tmp_path / "m", test=test))
+    assert isinstance(loaded, RecommenderStack) and len(loaded.test_) == len(test)
+    assert stackers.read_manifest(tmp_path / "m")["format"] == "stackers.RecommenderStack"
+    assert RecommenderStack.load(model.save(tmp_path / "n")).test_ is None
